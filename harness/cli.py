@@ -1,0 +1,124 @@
+"""Command line: `python -m harness matrix|report|schema` (nox sessions call these)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from harness.config import ConfigError
+from harness.modelstore import ModelError
+from harness.progress import Progress
+from harness.records import Results
+from harness.report.markdown import render_markdown
+from harness.workspace import Workspace
+
+DEFAULT_OUT = Path("results")
+
+
+def _dims(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, int]:
+    dims = {}
+    for value in values:
+        name, _, number = value.partition("=")
+        if not name or not number.isdigit() or int(number) < 1:
+            raise click.BadParameter(f"{value!r}: expected NAME=N with N a positive integer")
+        dims[name] = int(number)
+    return dims
+
+
+@click.group()
+def main() -> None:
+    """mnn-matrix: does a model converted by MNN X run correctly on MNN Y?"""
+
+
+@main.command()
+@click.option("--config", "-c", type=click.Path(path_type=Path), default=Path("matrix.yaml"), show_default=True,
+              help="the matrix file")
+@click.option("--toolchain", "-t", "toolchains", multiple=True, help="only these toolchains (ids; repeatable)")
+@click.option("--converter", "converters", multiple=True, help="only these toolchains convert")
+@click.option("--runtime", "runtimes", multiple=True, help="only these toolchains run")
+@click.option("--model", "-m", "models", multiple=True,
+              help="zoo model name or tag, or the path of your own .onnx file (repeatable)")
+@click.option("--variant", "-v", "variants", multiple=True, help="only these conversion variants")
+@click.option("--api", "apis", multiple=True, type=click.Choice(["module", "session"]), help="only these APIs")
+@click.option("--inputs", type=click.Path(path_type=Path, dir_okay=False), help="inputs (.npz) for your model")
+@click.option("--dim", "dims", multiple=True, callback=_dims, help="a symbolic input dimension: NAME=N")
+@click.option("--jobs", "-j", type=click.IntRange(1), default=os.cpu_count() or 1, show_default="all cores",
+              help="cells run at once")
+@click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False),
+              help="where results go [default: results/, or .mnn-matrix/results/ for a narrowed run]")
+@click.option("--fresh", is_flag=True, help="start over instead of resuming an interrupted run")
+@click.option("--quiet", "-q", is_flag=True, help="no progress display")
+def matrix(config: Path, toolchains, converters, runtimes, models, variants, apis, inputs, dims, jobs, out,
+           fresh: bool, quiet: bool) -> None:
+    """Convert every model with every converter and run it under every runtime."""
+    from harness.matrix import Selection, run_matrix
+
+    selection = Selection(tuple(toolchains), tuple(converters), tuple(runtimes), tuple(models), tuple(variants),
+                          tuple(apis), inputs, dims)
+    workspace = Workspace.default()
+    out = out or (workspace.root / "results" if selection.narrowed else DEFAULT_OUT)
+    with _user_errors(), Progress(quiet=quiet) as progress:
+        results = run_matrix(config, selection, workspace, jobs, fresh, progress)
+    write_results(results, out)
+    passed = sum(c.outcome.verdict == "pass" for c in results.cells)
+    click.echo(f"{passed} of {len(results.cells)} cells pass; wrote {out / 'results.json'} and {out / 'results.md'}")
+
+
+@main.command()
+@click.argument("results_json", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                default=DEFAULT_OUT / "results.json")
+def report(results_json: Path) -> None:
+    """Render results.md again from a results.json."""
+    results = read_results(results_json)
+    target = results_json.with_name("results.md")
+    target.write_text(render_markdown(results))
+    click.echo(f"wrote {target}")
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON schema of results.json."""
+    click.echo(json.dumps(Results.model_json_schema(), indent=2))
+
+
+def read_results(path: Path) -> Results:
+    with _user_errors():
+        try:
+            return Results.model_validate_json(path.read_bytes())
+        except ValueError as error:
+            raise ConfigError([f"{path}: not a results document of this schema: {str(error).splitlines()[0]}"]) \
+                from None
+
+
+def write_results(results: Results, out: Path) -> None:
+    """Write results.json and results.md, each atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in (("results.json", results.model_dump_json(indent=1)), ("results.md", render_markdown(results))):
+        partial = out / f".{name}.partial"
+        partial.write_text(text)
+        partial.replace(out / name)
+
+
+class _user_errors:
+    """Report user mistakes as plain messages with exit code 2, never a traceback."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, _tb) -> bool:
+        if isinstance(error, (ConfigError, ModelError)):
+            click.echo(f"error: {error}" if isinstance(error, ModelError) else "\n".join(
+                f"error: {p}" for p in error.problems), err=True)
+            sys.exit(2)
+        if isinstance(error, KeyboardInterrupt):
+            click.echo("interrupted: finished cells are kept; run the same command again to resume", err=True)
+            sys.exit(130)
+        return False
+
+
+if __name__ == "__main__":
+    main()

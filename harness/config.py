@@ -1,0 +1,204 @@
+"""`matrix.yaml`: its schema, and loading it with errors that name the file, key path and value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=64)]
+
+
+class ConfigError(Exception):
+    """A user mistake in a config file: one line per problem, no traceback."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PypiToolchain(Strict):
+    """An MNN release installed from PyPI into a venv of its own."""
+
+    id: Id
+    kind: Literal["pypi"]
+    version: Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+$")]
+    requirements: list[str] = Field(default=[], description="extra pip requirements, e.g. a numpy pin")
+
+
+ToolchainSpec = PypiToolchain
+
+
+class Tolerance(Strict):
+    """When a run's outputs count as matching the reference; every field set is one check."""
+
+    max_abs_ratio: float | None = Field(None, ge=0, description="MNN's rule: max |mnn - ref| <= ratio * max |ref|")
+    atol: float | None = Field(None, ge=0, description="elementwise: |mnn - ref| <= atol + rtol * |ref|")
+    rtol: float = Field(0.0, ge=0)
+    min_cosine: float | None = Field(None, ge=-1, le=1, description="cosine similarity of the flattened outputs")
+
+    @model_validator(mode="after")
+    def _has_a_check(self) -> Tolerance:
+        if self.max_abs_ratio is None and self.atol is None and self.min_cosine is None:
+            raise ValueError("a tolerance needs at least one of max_abs_ratio, atol, min_cosine")
+        return self
+
+
+class Variant(Strict):
+    """A named set of converter flags, with the tolerance its outputs are judged by."""
+
+    id: Id
+    flags: list[str] = []
+    tolerance: Tolerance
+    description: str = ""
+
+
+class ModelSelection(Strict):
+    """Zoo models picked by name or by tag, and the variants to convert them with."""
+
+    name: str | None = None
+    tag: str | None = None
+    variants: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _name_or_tag(self) -> ModelSelection:
+        if (self.name is None) == (self.tag is None):
+            raise ValueError("give exactly one of name or tag")
+        return self
+
+
+class Timeouts(Strict):
+    convert_s: float = Field(300, gt=0)
+    run_s: float = Field(120, gt=0)
+
+
+class RunSettings(Strict):
+    """How every converted model is run, identically under every runtime."""
+
+    apis: list[Literal["module", "session"]] = Field(min_length=1)
+    threads: int = Field(ge=1, le=256)
+    precision: Literal["normal", "high", "low"]
+    repeat: int = Field(ge=2, le=100, description="runs per cell; disagreeing runs make it nondeterministic")
+    timeouts: Timeouts = Timeouts()
+
+
+class Matrix(Strict):
+    """The whole matrix: toolchains x models x variants, run under the given settings."""
+
+    toolchains: list[ToolchainSpec] = Field(min_length=1)
+    converters: list[str] | None = Field(None, description="toolchain ids that convert (default: all)")
+    runtimes: list[str] | None = Field(None, description="toolchain ids that run (default: all)")
+    variants: list[Variant] = Field(min_length=1)
+    models: list[ModelSelection] = Field(min_length=1)
+    run: RunSettings
+
+    def toolchain(self, id_: str) -> ToolchainSpec:
+        return next(t for t in self.toolchains if t.id == id_)
+
+    @property
+    def converter_ids(self) -> list[str]:
+        return self.converters if self.converters is not None else [t.id for t in self.toolchains]
+
+    @property
+    def runtime_ids(self) -> list[str]:
+        return self.runtimes if self.runtimes is not None else [t.id for t in self.toolchains]
+
+    def variant(self, id_: str) -> Variant:
+        return next(v for v in self.variants if v.id == id_)
+
+
+def load_matrix(path: Path, model_names: set[str], model_tags: set[str]) -> Matrix:
+    """Read and validate a matrix file; raise ConfigError listing every problem found."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot read: {error.strerror}"]) from None
+    try:
+        data, lines = _parse_yaml(text)
+    except yaml.YAMLError as error:
+        raise ConfigError([f"{path}: not valid YAML: {error}"]) from None
+    except _DuplicateKey as dup:
+        raise ConfigError([f"{path}:{dup.line}: {dup.path}: duplicate key {dup.key!r}"]) from None
+    try:
+        matrix = Matrix.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError([_format(path, lines, e["loc"], e["msg"], e.get("input")) for e in error.errors()]) from None
+    problems = [_format(path, lines, loc, msg, value) for loc, msg, value in _reference_problems(
+        matrix, model_names, model_tags)]
+    if problems:
+        raise ConfigError(problems)
+    return matrix
+
+
+def _reference_problems(matrix: Matrix, names: set[str], tags: set[str]) -> list[tuple[tuple, str, object]]:
+    """Duplicate ids and references to undefined toolchains, variants, models and tags."""
+    problems = []
+    for section in ("toolchains", "variants"):
+        seen: set[str] = set()
+        for i, item in enumerate(getattr(matrix, section)):
+            if item.id in seen:
+                problems.append(((section, i, "id"), "duplicate id", item.id))
+            seen.add(item.id)
+    toolchain_ids = {t.id for t in matrix.toolchains}
+    for section in ("converters", "runtimes"):
+        for i, ref in enumerate(getattr(matrix, section) or []):
+            if ref not in toolchain_ids:
+                problems.append(((section, i), f"undefined toolchain (defined: {', '.join(sorted(toolchain_ids))})",
+                                 ref))
+    variant_ids = {v.id for v in matrix.variants}
+    for i, selection in enumerate(matrix.models):
+        if selection.name is not None and selection.name not in names:
+            problems.append(((("models", i, "name")), f"no such model (known: {', '.join(sorted(names))})",
+                             selection.name))
+        if selection.tag is not None and selection.tag not in tags:
+            problems.append(((("models", i, "tag")), f"no model has this tag (known: {', '.join(sorted(tags))})",
+                             selection.tag))
+        for j, variant in enumerate(selection.variants):
+            if variant not in variant_ids:
+                problems.append((("models", i, "variants", j),
+                                 f"undefined variant (defined: {', '.join(sorted(variant_ids))})", variant))
+    return problems
+
+
+def _format(path: Path, lines: dict[tuple, int], loc: tuple, message: str, value: object) -> str:
+    loc = tuple(part for part in loc if not (isinstance(part, str) and part.startswith("function-")))
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "(top level)"
+    line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
+    where = f"{path}:{line}" if line else str(path)
+    shown = "" if isinstance(value, (dict, list)) or value is None else f" (got {value!r})"
+    return f"{where}: {key}: {message}{shown}"
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, path: str, key: str, line: int) -> None:
+        self.path, self.key, self.line = path, key, line
+
+
+def _parse_yaml(text: str) -> tuple[object, dict[tuple, int]]:
+    """Load YAML, also returning the line of every key path; duplicate keys are an error."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    lines: dict[tuple, int] = {}
+
+    def walk(node: yaml.Node, loc: tuple) -> None:
+        lines[loc] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key, value in node.value:
+                if key.value in seen:
+                    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+                    raise _DuplicateKey(where or "(top level)", key.value, key.start_mark.line + 1)
+                seen.add(key.value)
+                walk(value, (*loc, key.value))
+                lines[(*loc, key.value)] = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*loc, i))
+    if root is not None:
+        walk(root, ())
+    return yaml.safe_load(text), lines

@@ -1,0 +1,92 @@
+"""The cells of a run: every (converter, model, variant) conversion, and every run of each
+converted model under every runtime with every API. Keys are content hashes of what decides a
+cell's outcome, so a resumed run knows which cells it already has."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from harness.config import Matrix
+from harness.modelstore import PreparedModel
+
+
+def digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def harness_digest() -> str:
+    """The harness code's own hash: changing what it would say changes every key."""
+    root = Path(__file__).parent
+    files = sorted(root.rglob("*.py")) + sorted(root.rglob("*.yaml"))
+    return digest(*[(str(p.relative_to(root)), p.read_text()) for p in files])
+
+
+@dataclass(frozen=True)
+class Conversion:
+    converter: str
+    model: str
+    variant: str
+    flags: tuple[str, ...]
+    key: str
+
+
+@dataclass(frozen=True)
+class Cell:
+    conversion: Conversion
+    runtime: str
+    api: str
+    key: str
+
+    @property
+    def model(self) -> str:
+        return self.conversion.model
+
+    @property
+    def variant(self) -> str:
+        return self.conversion.variant
+
+    @property
+    def converter(self) -> str:
+        return self.conversion.converter
+
+
+@dataclass(frozen=True)
+class Plan:
+    conversions: list[Conversion]
+    cells: list[Cell]
+
+    @cached_property
+    def id(self) -> str:
+        return digest([c.key for c in self.conversions], [c.key for c in self.cells])
+
+
+def make_plan(matrix: Matrix, identities: Mapping[str, str], models: Mapping[str, PreparedModel],
+              variants: Mapping[str, list[str]]) -> Plan:
+    """The product of converters x models x variants, then x runtimes x APIs.
+
+    `identities` maps each usable toolchain to a hash of its provenance; toolchains missing from it
+    (unavailable ones) get no cells. `variants` maps each model to the variants it is converted with.
+    """
+    code = harness_digest()
+    settings = matrix.run.model_dump(exclude={"timeouts"})
+    converters = [t for t in matrix.converter_ids if t in identities]
+    runtimes = [t for t in matrix.runtime_ids if t in identities]
+    conversions, cells = [], []
+    for converter in converters:
+        for name, model in models.items():
+            for variant_id in variants[name]:
+                variant = matrix.variant(variant_id)
+                key = digest("convert", identities[converter], model.sha256, variant.flags, code)
+                conversion = Conversion(converter, name, variant_id, tuple(variant.flags), key)
+                conversions.append(conversion)
+                for runtime in runtimes:
+                    for api in matrix.run.apis:
+                        cells.append(Cell(conversion, runtime, api, digest(
+                            "run", key, identities[runtime], api, settings, variant.tolerance.model_dump(),
+                            model.sha256, code)))
+    return Plan(conversions, cells)

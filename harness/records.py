@@ -1,0 +1,147 @@
+"""The results document: what a run records, as typed records with a published JSON schema.
+
+Renderers (Markdown, HTML, diffs) read only this, so any table can be regenerated from the JSON.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict
+
+SCHEMA_VERSION = 1
+
+
+class Verdict(str, Enum):
+    """The outcome of a cell; every failing verdict comes with a stage, a reason and a log excerpt."""
+
+    PASS = "pass"
+    CONVERT_ERROR = "convert-error"
+    LOAD_ERROR = "load-error"
+    UNSUPPORTED_OP = "unsupported-op"
+    SHAPE_ERROR = "shape-error"
+    UNCLASSIFIED = "unclassified-error"
+    CRASH = "crash"
+    TIMEOUT = "timeout"
+    WRONG_OUTPUT = "wrong-output"
+    NONDETERMINISTIC = "nondeterministic"
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Outcome(Record):
+    """A verdict with the evidence for it."""
+
+    verdict: Verdict
+    stage: str  # convert, load, run, compare
+    reason: str = ""
+    ops: list[str] = []  # operator types the log blames, if it names any
+    pattern: str | None = None  # id of the log pattern that classified a failure
+    log_excerpt: str = ""
+
+
+class OutputDelta(Record):
+    """How one output of MNN compares with the reference."""
+
+    name: str
+    shape: list[int]
+    reference_shape: list[int]
+    max_abs: float | None  # None when no finite element pair exists
+    max_rel: float | None
+    cosine: float | None
+    mnn_rule_ratio: float | None  # max_abs / max |ref|; MNN's own rule passes at <= 0.01
+    mnn_rule_pass: bool
+    out_of_tolerance: int
+    elements: int
+    nan: int
+    inf: int
+    reference_nan: int
+    reference_inf: int
+    failed_checks: list[str] = []
+
+
+class ToolchainRecord(Record):
+    id: str
+    kind: str
+    version: str
+    roles: list[str]
+    status: str  # "ok" or "unavailable"
+    reason: str = ""
+    log_tail: str = ""
+    provenance: dict = {}
+    converter_flags: list[str] = []  # flags this converter's --help lists
+
+
+class ModelRecord(Record):
+    name: str
+    sha256: str
+    source: str
+    tags: list[str]
+    guards: str
+    inputs: dict[str, dict]
+    outputs: list[str]
+
+
+class VariantRecord(Record):
+    id: str
+    flags: list[str]
+    tolerance: dict
+    description: str = ""
+
+
+class ConversionRecord(Record):
+    """One (converter toolchain, model, variant) conversion."""
+
+    key: str
+    converter: str
+    model: str
+    variant: str
+    flags: list[str]
+    ignored_flags: list[str] = []  # flags the converter's --help does not list
+    outcome: Outcome
+    size_bytes: int = 0
+    convert_s: float | None = None
+    wall_s: float = 0.0
+
+
+class CellRecord(Record):
+    """One converted model run under one runtime toolchain with one API."""
+
+    key: str
+    converter: str
+    runtime: str
+    model: str
+    variant: str
+    api: str
+    outcome: Outcome
+    outputs: list[OutputDelta] = []
+    repeats_agree: bool | None = None
+    load_s: float | None = None
+    run_s: list[float] = []
+    wall_s: float = 0.0
+
+
+class RunInfo(Record):
+    started: str
+    finished: str
+    duration_s: float
+    jobs: int
+    resumed_cells: int
+    selection: dict
+    harness: dict
+
+
+class Results(Record):
+    """The whole run."""
+
+    schema_version: int = SCHEMA_VERSION
+    run: RunInfo
+    host: dict
+    settings: dict
+    toolchains: list[ToolchainRecord]
+    models: list[ModelRecord]
+    variants: list[VariantRecord]
+    conversions: list[ConversionRecord]
+    cells: list[CellRecord]

@@ -1,0 +1,1 @@
+"""Renderers: tables made from a results document alone, never from a live run."""

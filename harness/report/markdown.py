@@ -1,0 +1,25 @@
+"""The Markdown compatibility table, rendered from a results document with Jinja2."""
+
+from __future__ import annotations
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from harness.records import Results, Verdict
+from harness.report.summary import MEANINGS, SYMBOLS, Summary, worst_delta
+
+
+def _cell(text: object) -> str:
+    """Text safe inside a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ").strip()
+
+
+def environment() -> Environment:
+    env = Environment(loader=PackageLoader("harness.report"), undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters.update(cell=_cell, delta=worst_delta, symbol=lambda v: SYMBOLS[Verdict(v)])
+    return env
+
+
+def render_markdown(results: Results) -> str:
+    return environment().get_template("results.md.j2").render(
+        r=results, s=Summary(results), symbols=SYMBOLS, meanings=MEANINGS, Verdict=Verdict)

@@ -1,0 +1,110 @@
+"""Aggregates of a results document that every renderer shows: the grid, failures, op gaps."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from harness.records import CellRecord, Results, Verdict
+
+SYMBOLS = {
+    Verdict.PASS: "✅", Verdict.WRONG_OUTPUT: "❌", Verdict.NONDETERMINISTIC: "🎲", Verdict.CONVERT_ERROR: "🔧",
+    Verdict.LOAD_ERROR: "📂", Verdict.UNSUPPORTED_OP: "🚫", Verdict.SHAPE_ERROR: "📐", Verdict.CRASH: "💥",
+    Verdict.TIMEOUT: "⏱️", Verdict.UNCLASSIFIED: "❓",
+}
+MEANINGS = {
+    Verdict.PASS: "ran, and every output is within the variant's tolerance; repeated runs agree bitwise",
+    Verdict.WRONG_OUTPUT: "ran, but an output is beyond tolerance, has the wrong shape, or has NaN/Inf "
+                          "where the reference has none",
+    Verdict.NONDETERMINISTIC: "repeated runs of the same loaded model gave different outputs",
+    Verdict.CONVERT_ERROR: "the converter produced no model; unsupported ONNX ops are named when the log says",
+    Verdict.LOAD_ERROR: "the runtime could not load the model or bind its inputs (e.g. an input not found, "
+                        "an invalid buffer)",
+    Verdict.UNSUPPORTED_OP: "the runtime loaded the model but cannot execute one of its ops",
+    Verdict.SHAPE_ERROR: "shape inference or resizing failed",
+    Verdict.CRASH: "the worker process died (the signal is given); the cell's last native output is kept",
+    Verdict.TIMEOUT: "the worker did not answer within the time limit and was killed",
+    Verdict.UNCLASSIFIED: "failed with a message no pattern in harness/patterns.yaml explains: read the excerpt",
+}
+
+
+@dataclass
+class PairCount:
+    passed: int = 0
+    total: int = 0
+    verdicts: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class OpGap:
+    op: str
+    verdicts: Counter = field(default_factory=Counter)
+    converters: set = field(default_factory=set)  # where the converter rejected the op
+    runtimes: set = field(default_factory=set)  # where a runtime failed on it
+    example: str = ""
+
+
+class Summary:
+    """Computed once from Results; every figure it gives is a count of cells in the results."""
+
+    def __init__(self, results: Results) -> None:
+        self.results = results
+        ok = [t for t in results.toolchains if t.status == "ok"]
+        self.converters = [t.id for t in ok if "convert" in t.roles]
+        self.runtimes = [t.id for t in ok if "run" in t.roles]
+        self.unavailable = [t for t in results.toolchains if t.status != "ok"]
+        self.grid: dict[tuple[str, str], PairCount] = defaultdict(PairCount)
+        for cell in results.cells:
+            count = self.grid[cell.converter, cell.runtime]
+            count.total += 1
+            count.passed += cell.outcome.verdict == Verdict.PASS
+            count.verdicts[cell.outcome.verdict] += 1
+        self.verdicts = Counter(cell.outcome.verdict for cell in results.cells)
+
+    @property
+    def failures(self) -> list[CellRecord]:
+        return [c for c in self.results.cells if c.outcome.verdict != Verdict.PASS]
+
+    def model_rows(self, model: str) -> list[tuple[str, str, list[CellRecord | None]]]:
+        """For one model: a row per (variant, api), a column per (converter, runtime) pair."""
+        cells = {(c.variant, c.api, c.converter, c.runtime): c for c in self.results.cells if c.model == model}
+        keys = sorted({(c.variant, c.api) for c in self.results.cells if c.model == model},
+                      key=lambda k: ([v.id for v in self.results.variants].index(k[0]), k[1]))
+        return [(variant, api, [cells.get((variant, api, conv, run)) for conv, run in self.pairs])
+                for variant, api in keys]
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        return [(conv, run) for conv in self.converters for run in self.runtimes]
+
+    def op_gaps(self) -> list[OpGap]:
+        """Every op a failure's log blames: where the converter or runtime failed on it."""
+        gaps: dict[str, OpGap] = {}
+        for record in [*self.results.conversions, *self.results.cells]:
+            outcome = record.outcome
+            if outcome.verdict == Verdict.PASS:
+                continue
+            for op in outcome.ops:
+                gap = gaps.setdefault(op, OpGap(op))
+                gap.verdicts[outcome.verdict] += 1
+                if outcome.stage == "convert":
+                    gap.converters.add(record.converter)
+                else:
+                    gap.runtimes.add(f"{record.converter} → {record.runtime}")
+                gap.example = gap.example or outcome.reason
+        return sorted(gaps.values(), key=lambda g: (-sum(g.verdicts.values()), g.op))
+
+
+def worst_delta(cell: CellRecord) -> str:
+    """The most telling number of a run: the worst MNN-rule ratio and cosine over its outputs."""
+    ratios = [d.mnn_rule_ratio for d in cell.outputs if d.mnn_rule_ratio is not None]
+    cosines = [d.cosine for d in cell.outputs if d.cosine is not None]
+    nans = sum(d.nan + d.inf for d in cell.outputs)
+    parts = []
+    if ratios:
+        parts.append(f"max|Δ|/max|ref| {max(ratios):.2g}")
+    if cosines:
+        parts.append(f"cos {min(cosines):.6g}")
+    if nans:
+        parts.append(f"{nans} NaN/Inf")
+    return ", ".join(parts)

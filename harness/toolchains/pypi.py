@@ -1,0 +1,73 @@
+"""PyPI toolchains: an MNN wheel in a venv of its own, made once and reused between runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.toolchains import ProvisionError, Toolchain
+from harness.workers import WORKER_SCRIPT, LocalProcess, Process, tail
+
+PROBE = ("import json, platform, MNN, numpy; print('\\nPROBE ' + json.dumps({'mnn_version': MNN.version(), "
+         "'numpy_version': numpy.__version__, 'python': platform.python_version()}))")
+
+
+class PypiToolchain(Toolchain):
+    """`pip install MNN==<version>` into `<workspace>/envs/<id>-<hash of what is installed>`."""
+
+    @property
+    def requirements(self) -> list[str]:
+        return [f"MNN=={self.spec.version}", *self.spec.requirements]
+
+    @property
+    def env_dir(self) -> Path:
+        recipe = json.dumps([self.requirements, sys.version_info[:2]]).encode()
+        return self.workspace.envs / f"{self.id}-{hashlib.sha256(recipe).hexdigest()[:10]}"
+
+    @property
+    def python(self) -> Path:
+        return self.env_dir / "bin" / "python"
+
+    def provision(self) -> dict:
+        marker = self.env_dir / "mnn-matrix-provenance.json"
+        if marker.exists():
+            return json.loads(marker.read_text())
+        shutil.rmtree(self.env_dir, ignore_errors=True)
+        self.env_dir.parent.mkdir(parents=True, exist_ok=True)
+        log_path = self.env_dir.with_suffix(".log")
+        with log_path.open("w") as log:
+            self._step([sys.executable, "-m", "venv", str(self.env_dir)], log, "could not create a venv")
+            self._step([str(self.python), "-m", "pip", "install", "--disable-pip-version-check",
+                        "--retries", "2", "--timeout", "60", *self.requirements], log,
+                       f"pip could not install {' '.join(self.requirements)}")
+            probe = self._step([str(self.python), "-I", "-c", PROBE], log, "MNN does not import")
+        provenance = json.loads(next(line[6:] for line in probe.splitlines() if line.startswith("PROBE ")))
+        if provenance["mnn_version"] != self.spec.version:
+            raise ProvisionError(f"installed MNN reports version {provenance['mnn_version']}, "
+                                 f"not {self.spec.version}")
+        provenance.update(kind="pypi", requirements=self.requirements, location=str(self.env_dir))
+        marker.write_text(json.dumps(provenance, indent=2))
+        return provenance
+
+    def launch(self, socket_path: Path, log_path: Path) -> Process:
+        with log_path.open("w") as log:  # catches what Python prints before the worker takes over fd 2
+            return LocalProcess(subprocess.Popen(
+                [str(self.python), "-I", str(WORKER_SCRIPT), "--socket", str(socket_path), "--log", str(log_path)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True))
+
+    def _step(self, argv: list[str], log, failure: str) -> str:
+        log.write(f"$ {' '.join(argv)}\n")
+        log.flush()
+        done = subprocess.run(argv, capture_output=True, text=True)
+        log.write(done.stdout + done.stderr)
+        log.flush()
+        if done.returncode != 0:
+            output = done.stdout + done.stderr
+            reason = next((line.strip() for line in reversed(output.splitlines())
+                           if line.startswith("ERROR") or "Error" in line), f"exit code {done.returncode}")
+            raise ProvisionError(f"{failure}: {reason}", tail(output))
+        return done.stdout

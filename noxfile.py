@@ -1,0 +1,40 @@
+"""Sessions: `matrix` (the job), `tests`, `lint`, `bench`. The logic lives in `harness/`."""
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def matrix(session: nox.Session) -> None:
+    """Run the compatibility matrix; narrowing options go after `--` (see `--help`)."""
+    session.install("-e", ".")
+    session.run("python", "-m", "harness", "matrix", *session.posargs)
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """Render results/results.md again from results/results.json."""
+    session.install("-e", ".")
+    session.run("python", "-m", "harness", "report", *session.posargs)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite, on real MNN wheels and real onnxruntime."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Measure cells per second, harness overhead per cell, and the persistent worker's speed-up."""
+    session.install("-e", ".")
+    session.run("python", "-m", "harness", "bench", *session.posargs)

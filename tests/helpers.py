@@ -1,0 +1,38 @@
+"""Real models and requests the tests share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from models.graph import Graph
+
+
+def save(graph: Graph, path: Path, opset: int = 17) -> Path:
+    onnx.save(graph.model(opset), str(path))
+    return path
+
+
+def avgpool_without_strides(path: Path) -> Path:
+    """AveragePool with no `strides` attribute: real MNN 3.0.0 and 3.6.1 die of SIGFPE running it."""
+    g = Graph("avgpool_no_strides")
+    g.output(g.op("AveragePool", [g.input("x", [1, 3, 32, 32])], kernel_shape=[2, 2]), "y")
+    return save(g, path)
+
+
+def conv_model(path: Path, channels: int = 8, size: int = 16, layers: int = 1) -> Path:
+    """A stack of 3x3 convolutions: cheap with one layer, slow with many at a large size."""
+    g = Graph("conv_stack", seed=1)
+    x = g.input("x", [1, channels, size, size])
+    for _ in range(layers):
+        x = g.op("Conv", [x, g.weight(channels, channels, 3, 3)], pads=[1, 1, 1, 1])
+    g.output(x, "y")
+    return save(g, path)
+
+
+def run_request(model: Path, inputs: dict[str, np.ndarray], outputs: list[str], api: str = "module",
+                repeat: int = 1) -> dict:
+    return {"op": "run", "model": str(model), "api": api, "inputs": list(inputs), "outputs": outputs,
+            "threads": 1, "precision": "normal", "repeat": repeat}

@@ -1,0 +1,155 @@
+"""Verdicts from real MNN failures: every pattern in harness/patterns.yaml is pinned by a real case here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from helpers import conv_model, run_request, save
+
+import models
+from harness import verdicts
+from harness.records import Outcome, Verdict
+from models.graph import Graph
+
+
+def zoo_model(name: str, path: Path) -> Path:
+    onnx.save(models.ZOO[name].build(), str(path))
+    return path
+
+
+def custom_op_model(path: Path) -> Path:
+    """A node from a custom domain: no converter knows it."""
+    h = onnx.helper
+    graph = h.make_graph([h.make_node("FooBar", ["x"], ["y"], domain="com.example")], "custom",
+                         [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 2])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 2])])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("com.example", 1)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def same_lower_pool(path: Path) -> Path:
+    g = Graph("same_lower")
+    g.output(g.op("AveragePool", [g.input("x", [1, 3, 32, 32])], kernel_shape=[2, 2], auto_pad="SAME_LOWER"), "y")
+    return save(g, path)
+
+
+def convert_outcome(worker, src: Path, tmp_path: Path) -> Outcome:
+    reply = worker.request({"op": "convert", "src": str(src), "dst": str(tmp_path / "out.mnn"), "flags": []})
+    assert not reply.header["produced"], "expected the conversion to fail"
+    return verdicts.classify("convert", reply.header["log"], reply.header.get("error", ""))
+
+
+def converted(worker, src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / (src.stem + ".mnn")
+    assert worker.request({"op": "convert", "src": str(src), "dst": str(dst), "flags": []}).header["produced"]
+    return dst
+
+
+def run_outcome(worker, model: Path, inputs: dict, outputs: list[str], api: str) -> Outcome:
+    reply = worker.request(run_request(model, inputs, outputs, api), inputs)
+    assert not reply.header["ok"], "expected the run to fail"
+    return verdicts.classify(reply.header["stage"], reply.header["log"], reply.header["error"])
+
+
+@dataclass(frozen=True)
+class Case:
+    """A real failure and what the classifier must make of it."""
+
+    pattern: str
+    verdict: Verdict
+    reproduce: Callable[..., Outcome]  # (worker_for, tmp_path) -> Outcome
+    ops: list[str] | None = None
+    reason: str = ""
+
+
+def _unsupported_ops(version: str) -> Callable[..., Outcome]:
+    return lambda w, p: convert_outcome(w(version), custom_op_model(p / "c.onnx"), p)
+
+
+def _silu(api: str) -> Callable[..., Outcome]:
+    """The field report: a 3.x-converted Qwen2 fails with 'Unary Op can not execute' on an older runtime."""
+    return lambda w, p: run_outcome(w("3.0.0"), converted(w("3.6.1"), zoo_model("micro-silu", p / "s.onnx"), p),
+                                    {"x": np.ones((1, 64, 32), np.float32)}, ["y"], api)
+
+
+def _too_new(api: str) -> Callable[..., Outcome]:
+    return lambda w, p: run_outcome(
+        w("3.0.0"), converted(w("3.6.1"), zoo_model("micro-shape-start-end", p / "s.onnx"), p),
+        {"x": np.ones((2, 3, 8, 16), np.float32)}, ["y"], api)
+
+
+def _garbage_onnx(w, p: Path) -> Outcome:
+    (p / "garbage.onnx").write_bytes(b"\x08\x07garbage" * 40)
+    return convert_outcome(w("3.6.1"), p / "garbage.onnx", p)
+
+
+def _garbage_mnn(w, p: Path) -> Outcome:
+    (p / "garbage.mnn").write_bytes(b"\x00garbage" * 100)
+    return run_outcome(w("3.0.0"), p / "garbage.mnn", {"x": np.ones(4, np.float32)}, ["y"], "module")
+
+
+def _conv_run(inputs: dict, outputs: list[str], api: str) -> Callable[..., Outcome]:
+    def reproduce(w, p: Path) -> Outcome:
+        full = {"x": np.ones((1, 8, 16, 16), np.float32), **inputs}
+        return run_outcome(w("3.6.1"), converted(w("3.6.1"), conv_model(p / "conv.onnx"), p), full, outputs, api)
+    return reproduce
+
+
+def _same_lower(api: str) -> Callable[..., Outcome]:
+    return lambda w, p: run_outcome(w("3.6.1"), converted(w("3.6.1"), same_lower_pool(p / "pool.onnx"), p),
+                                    {"x": np.ones((1, 3, 32, 32), np.float32)}, ["y"], api)
+
+
+CASES = {
+    "unsupported-ops-3.0.0": Case("converter-unsupported-ops", Verdict.CONVERT_ERROR, _unsupported_ops("3.0.0"),
+                                  ["FooBar"], "does not support FooBar"),
+    "unsupported-ops-3.6.1": Case("converter-unsupported-ops", Verdict.CONVERT_ERROR, _unsupported_ops("3.6.1"),
+                                  ["FooBar"], "does not support FooBar"),
+    "garbage-onnx": Case("converter-check-failed", Verdict.CONVERT_ERROR, _garbage_onnx,
+                         reason="read onnx model failed"),
+    "silu-module": Case("unary-op-cannot-execute", Verdict.UNSUPPORTED_OP, _silu("module"), ["Unary"]),
+    "silu-session": Case("unary-op-cannot-execute", Verdict.UNSUPPORTED_OP, _silu("session"), ["Unary"]),
+    "too-new-module": Case("invalid-buffer", Verdict.LOAD_ERROR, _too_new("module")),
+    "too-new-session": Case("invalid-buffer", Verdict.LOAD_ERROR, _too_new("session")),
+    "garbage-mnn": Case("invalid-buffer", Verdict.LOAD_ERROR, _garbage_mnn),
+    "missing-file": Case("cannot-open-model", Verdict.LOAD_ERROR, lambda w, p: run_outcome(
+        w("3.0.0"), p / "missing.mnn", {"x": np.ones(4, np.float32)}, ["y"], "module")),
+    "extra-input": Case("session-input-not-found", Verdict.LOAD_ERROR, _conv_run(
+        {"logits_index": np.zeros(1, np.int32)}, ["y"], "session"), reason="no input logits_index"),
+    "extra-output": Case("output-not-found", Verdict.LOAD_ERROR, _conv_run({}, ["y", "logits"], "module"),
+                         reason="no output logits"),
+    "same-lower-module": Case("compute-shape-error", Verdict.SHAPE_ERROR, _same_lower("module"),
+                              reason="for tensor averagepool_1"),
+    "same-lower-session": Case("compute-shape-error", Verdict.SHAPE_ERROR, _same_lower("session"),
+                               reason="for tensor averagepool_1"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_real_failures_get_the_right_verdict(worker_for, tmp_path: Path, name: str) -> None:
+    case = CASES[name]
+    outcome = case.reproduce(worker_for, tmp_path)
+    assert (outcome.verdict, outcome.pattern) == (case.verdict, case.pattern), outcome
+    assert case.reason in outcome.reason, outcome
+    if case.ops is not None:
+        assert outcome.ops == case.ops
+    assert outcome.log_excerpt, "a failing cell keeps the log lines that justify it"
+
+
+def test_every_pattern_is_pinned_by_a_real_case() -> None:
+    assert {p.id for p in verdicts.patterns()} == {case.pattern for case in CASES.values()}
+
+
+def test_a_failure_no_pattern_explains_is_unclassified_never_a_pass(worker_for, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verdicts, "patterns", lambda: ())
+    outcome = _same_lower("module")(worker_for, tmp_path)
+    assert outcome.verdict == Verdict.UNCLASSIFIED and outcome.pattern is None
+    assert "Compute Shape Error" in outcome.log_excerpt and "forward returned 0 outputs" in outcome.reason

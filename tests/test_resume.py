@@ -1,0 +1,58 @@
+"""An interrupted run loses at most the cells in flight; running again resumes it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.workspace import Workspace
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def matrix_command(config: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "harness", "matrix", "--config", str(config), "--out", str(out), "--jobs", "1"]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path, workspace: Workspace, toolchains,
+                                                     stop: signal.Signals) -> None:
+    config = yaml.safe_load((REPO / "matrix.yaml").read_text())
+    config["toolchains"] = [t for t in config["toolchains"] if t["version"] in ("3.0.0", "3.6.1")]
+    config["models"] = [{"tag": "micro", "variants": ["fp32", "fp16"]}]
+    (tmp_path / "matrix.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "MNN_MATRIX_HOME": str(tmp_path / "ws"), "MNN_MATRIX_ENVS": str(workspace.envs)}
+    journal = tmp_path / "ws" / "run" / "journal.jsonl"
+    first = subprocess.Popen(matrix_command(tmp_path / "matrix.yaml", tmp_path / "out"), env=env, cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (journal.exists() and sum(1 for _ in journal.open()) > 250):
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    first.send_signal(stop)
+    _, err = first.communicate(timeout=60)
+    if stop == signal.SIGINT:
+        assert first.returncode == 130 and "run the same command again to resume" in err and "Traceback" not in err
+    kept = [json.loads(line) for line in journal.read_text().splitlines() if line.strip().endswith("}")]
+    assert not (tmp_path / "out" / "results.json").exists()
+
+    second = subprocess.run(matrix_command(tmp_path / "matrix.yaml", tmp_path / "out"), env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    assert "resuming" in second.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["run"]["resumed_cells"] >= len(kept) - 2  # at most the cells in flight are lost
+    planned = 27 * 2 * 2  # micro models x fp32/fp16 x two converters
+    assert len(results["conversions"]) == planned and len(results["cells"]) == planned * 2 * 2
+    before = {entry["record"]["key"]: entry["record"] for entry in kept if entry["kind"] == "cell"}
+    after = {cell["key"]: cell for cell in results["cells"]}
+    assert all(after[key] == record for key, record in before.items()), "resumed cells are kept as recorded"
