@@ -80,6 +80,22 @@ def report(results_json: Path) -> None:
 
 
 @main.command()
+@click.option("--config", "-c", type=click.Path(path_type=Path), default=Path("matrix.yaml"), show_default=True)
+@click.option("--model", "-m", "models", multiple=True, default=("micro",), show_default=True,
+              help="zoo models or tags to measure with")
+@click.option("--jobs", "-j", type=click.IntRange(1), default=os.cpu_count() or 1, show_default="all cores")
+def bench(config: Path, models: tuple[str, ...], jobs: int) -> None:
+    """Measure cells per second, harness overhead per cell, and the persistent worker's speed-up."""
+    from rich.console import Console
+
+    from harness.bench import run_bench
+    from harness.matrix import Selection
+
+    with _user_errors():
+        run_bench(config, Selection(models=models), Workspace.default(), jobs, Console(stderr=True))
+
+
+@main.command()
 def schema() -> None:
     """Print the JSON schema of results.json."""
     click.echo(json.dumps(Results.model_json_schema(), indent=2))

@@ -182,8 +182,11 @@ def _read(path: str) -> str:
 
 
 def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: int, fresh: bool,
-               progress: Progress) -> Results:
-    """Run the whole matrix (resuming an interrupted run of the same plan) and return its results."""
+               progress: Progress, worker_requests: int = 2000) -> Results:
+    """Run the whole matrix (resuming an interrupted run of the same plan) and return its results.
+
+    `worker_requests` is how many requests a worker serves before it is replaced (1: a process per cell).
+    """
     started, clock = datetime.now(timezone.utc), time.monotonic()
     matrix = load(config, selection)
     models, variants = prepare_models(matrix, selection, workspace, progress)
@@ -192,7 +195,7 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
     plan = make_plan(matrix, identities, models, variants)
     journal = Journal(workspace.run, plan.id, fresh=fresh)
     flags = {r.id: r.converter_flags for r in toolchain_records}
-    runner = Runner(toolchains, models, matrix, journal, jobs, flags)
+    runner = Runner(toolchains, models, matrix, journal, jobs, flags, worker_requests)
     try:
         todo = [c for c in plan.conversions if c.key not in journal.conversions]
         with progress.task("convert", total=len(plan.conversions), done=len(plan.conversions) - len(todo)) as advance:
@@ -206,7 +209,8 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
     return Results(
         run=RunInfo(started=started.isoformat(timespec="seconds"),
                     finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    duration_s=round(time.monotonic() - clock, 3), jobs=jobs, resumed_cells=journal.resumed,
+                    duration_s=round(time.monotonic() - clock, 3), phases=dict(progress.durations), jobs=jobs,
+                    resumed_cells=journal.resumed,
                     selection=_selection_record(config, selection),
                     harness={"version": __version__, "digest": harness_digest()}),
         host=host_info(), settings=matrix.run.model_dump(),

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
+import onnxruntime
 
 import models
 from models import ModelSpec
-from models.graph import IR_VERSION
+from models.graph import IR_VERSION, run_onnxruntime
 
 
 class ModelError(Exception):
@@ -146,7 +146,8 @@ def _store(model: onnx.ModelProto, inputs: dict[str, np.ndarray], directory: Pat
     (directory / "meta.json").unlink(missing_ok=True)
     data = model.SerializeToString(deterministic=True)
     (directory / "model.onnx").write_bytes(data)
-    reference = reference_outputs(directory / "model.onnx", inputs)
+    reference = reference_outputs(directory / "model.onnx", inputs, meta["source"] if meta["source"] != "zoo"
+                                  else meta["name"])
     np.savez(directory / "inputs.npz", **inputs)
     np.savez(directory / "reference.npz", **reference)
     prepared = PreparedModel(
@@ -157,18 +158,13 @@ def _store(model: onnx.ModelProto, inputs: dict[str, np.ndarray], directory: Pat
     return prepared
 
 
-def reference_outputs(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run the model in onnxruntime (one thread, graph optimizations off) for reference outputs."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
+def reference_outputs(path: Path, inputs: dict[str, np.ndarray], shown_as: str) -> dict[str, np.ndarray]:
+    """The onnxruntime outputs that MNN's are compared with; errors name the model as `shown_as`."""
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        names = [o.name for o in session.get_outputs()]
-        return dict(zip(names, session.run(names, inputs), strict=False))
+        return run_onnxruntime(path, inputs)
     except Exception as error:
-        raise ModelError(f"onnxruntime cannot run {path.name}: {str(error).strip().splitlines()[0]}") from None
+        detail = str(error).strip().splitlines()[0].replace(str(path), shown_as)
+        raise ModelError(f"onnxruntime cannot run {shown_as}: {detail}") from None
 
 
 def _read_user_inputs(path: Path, model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -193,7 +189,7 @@ def _recipe(spec: ModelSpec) -> str:
 
 
 def _versions() -> list[str]:
-    return [onnx.__version__, ort.__version__, np.__version__, str(IR_VERSION)]
+    return [onnx.__version__, onnxruntime.__version__, np.__version__, str(IR_VERSION)]
 
 
 def _seed(name: str) -> int:

@@ -23,6 +23,7 @@ class Progress:
     def __init__(self, console: Console | None = None, quiet: bool = False) -> None:
         self.console = console or Console(stderr=True)
         self.quiet = quiet
+        self.durations: dict[str, float] = {}  # seconds each task took, by name
         self.live = not quiet and self.console.is_terminal
         self._bars = RichProgress(
             TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -67,6 +68,7 @@ class Progress:
             yield advance
         finally:
             self._bars.update(task, tally=_tally(tally))
+            self.durations[name] = round(time.monotonic() - state["start"], 3)
 
 
 def _tally(tally: Counter[str]) -> str:

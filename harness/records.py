@@ -127,6 +127,7 @@ class RunInfo(Record):
     started: str
     finished: str
     duration_s: float
+    phases: dict[str, float]  # seconds per phase: models, toolchains, convert, run
     jobs: int
     resumed_cells: int
     selection: dict

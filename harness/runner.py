@@ -35,9 +35,10 @@ class Runner:
     """Runs conversions and cells for one plan, recording each in the journal as it finishes."""
 
     def __init__(self, toolchains: Mapping[str, Toolchain], models: Mapping[str, PreparedModel],
-                 matrix: Matrix, journal: Journal, jobs: int, converter_flags: Mapping[str, list[str]]) -> None:
+                 matrix: Matrix, journal: Journal, jobs: int, converter_flags: Mapping[str, list[str]],
+                 worker_requests: int = 2000) -> None:
         self.toolchains, self.models, self.matrix, self.journal = toolchains, models, matrix, journal
-        self.jobs, self.converter_flags = jobs, converter_flags
+        self.jobs, self.converter_flags, self.worker_requests = jobs, converter_flags, worker_requests
         self.scratch = Path(tempfile.mkdtemp(prefix="mnnm-"))  # short path: socket names are limited
         self._local = threading.local()
         self._workers: list[Worker] = []
@@ -78,7 +79,8 @@ class Runner:
         workers = self._local.__dict__.setdefault("workers", {})
         if toolchain not in workers:
             name = f"{toolchain}-{threading.current_thread().name}"
-            workers[toolchain] = Worker(self.toolchains[toolchain], self.scratch, name)
+            workers[toolchain] = Worker(self.toolchains[toolchain], self.scratch, name,
+                                        max_requests=self.worker_requests)
             with self._lock:
                 self._workers.append(workers[toolchain])
         return workers[toolchain]

@@ -190,10 +190,13 @@ def _run_module(header: dict, inputs: list) -> tuple[float, list, list]:
             raise Failure("run", f"forward returned {len(outputs or [])} outputs, "
                                  f"expected {len(header['outputs'])}")
         result = {}
-        for name, var in zip(header["outputs"], outputs, strict=False):
-            if var.data_format == F.NC4HW4:
-                var = F.convert(var, F.NCHW)
-            value = var.read()
+        for name, var in zip(header["outputs"], outputs):
+            try:
+                if var.data_format == F.NC4HW4:
+                    var = F.convert(var, F.NCHW)
+                value = var.read()
+            except Exception as error:  # computation is lazy: read() is where a failing op shows
+                raise Failure("run", f"reading output {name!r}: {_describe_exception(error)}") from None
             if value is None:
                 raise Failure("run", f"output {name!r} could not be read")
             result[name] = np.array(value, copy=True)
@@ -213,7 +216,7 @@ def _run_session(header: dict, inputs: list) -> tuple[float, list, list]:
         interpreter = MNN.Interpreter(header["model"])
         session = interpreter.createSession(_config(header))
         tensors = [interpreter.getSessionInput(session, name) for name, _ in inputs]
-        for tensor, (_, array) in zip(tensors, inputs, strict=False):
+        for tensor, (_, array) in zip(tensors, inputs):
             interpreter.resizeTensor(tensor, tuple(array.shape))
         interpreter.resizeSession(session)
     except Exception as error:
@@ -223,7 +226,7 @@ def _run_session(header: dict, inputs: list) -> tuple[float, list, list]:
     for _ in range(header["repeat"]):
         start = time.perf_counter()
         try:
-            for tensor, (_, array) in zip(tensors, inputs, strict=False):
+            for tensor, (_, array) in zip(tensors, inputs):
                 expected = tensor.getDataType()
                 array = array.astype({v: k for k, v in halide.items()}.get(expected, array.dtype), copy=False)
                 tensor.copyFrom(MNN.Tensor(tuple(array.shape), halide[array.dtype], array, caffe))

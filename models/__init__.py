@@ -26,9 +26,9 @@ class ModelSpec:
 
 
 def _collect() -> dict[str, ModelSpec]:
-    from models import micro
+    from models import decoder, encoder, micro, sequence, vision
 
-    specs = [spec for module in (micro,) for spec in module.MODELS]
+    specs = [spec for module in (micro, decoder, sequence, vision, encoder) for spec in module.MODELS]
     zoo = {spec.name: spec for spec in specs}
     assert len(zoo) == len(specs), "duplicate model names in the zoo"
     return zoo

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 IR_VERSION = 8  # onnxruntime 1.31 loads at most IR 13; onnx 1.23 would write 14
@@ -76,3 +79,15 @@ class Graph:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True)  # fills in output shapes
         onnx.checker.check_model(model)
         return model
+
+
+def run_onnxruntime(model: onnx.ModelProto | Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a model in onnxruntime (one thread, graph optimizations off) and name its outputs."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, inputs), strict=True))

@@ -39,12 +39,14 @@ def test_the_default_matrix_is_valid() -> None:
 
 @pytest.mark.parametrize(("edit", "expected"), [
     (lambda d: d["run"].update(thread=2), "run.thread: Extra inputs are not permitted (got 2)"),
-    (lambda d: d["toolchains"][1].update(version=3.2), "toolchains[1].version: Input should be a valid string (got 3.2)"),
+    (lambda d: d["toolchains"][1].update(version=3.2),
+     "toolchains[1].version: Input should be a valid string (got 3.2)"),
     (lambda d: d["run"].update(repeat="three"), "run.repeat: Input should be a valid integer"),
-    (lambda d: d["run"].update(apis=["module", "graph"]), "run.apis[1]: Input should be 'module' or 'session' (got 'graph')"),
+    (lambda d: d["run"].update(apis=["module", "graph"]),
+     "run.apis[1]: Input should be 'module' or 'session' (got 'graph')"),
     (lambda d: d.update(runtimes=["pypi-3.6.1", "pypi-9.9"]), "runtimes[1]: undefined toolchain (defined: "),
-    (lambda d: d["models"].append({"name": "resnet", "variants": ["fp32"]}), "models[1].name: no such model"),
-    (lambda d: d["models"].append({"tag": "audio", "variants": ["fp32"]}), "models[1].tag: no model has this tag"),
+    (lambda d: d["models"].insert(0, {"name": "resnet", "variants": ["fp32"]}), "models[0].name: no such model"),
+    (lambda d: d["models"].insert(0, {"tag": "audio", "variants": ["fp32"]}), "models[0].tag: no model has this tag"),
     (lambda d: d["models"][0]["variants"].append("int4"), "variants[3]: undefined variant (defined: fp16, fp32"),
     (lambda d: d["toolchains"].append(dict(d["toolchains"][0])), "toolchains[3].id: duplicate id (got 'pypi-3.0.0')"),
     (lambda d: d["variants"][0]["tolerance"].clear(), "variants[0].tolerance: Value error, a tolerance needs"),

@@ -106,7 +106,7 @@ def test_every_grid_count_in_the_markdown_is_a_count_of_json_cells(run) -> None:
     for converter in ("old", "new"):
         row = next(line for line in markdown.splitlines() if line.startswith(f"| **{converter}** |"))
         shown = re.findall(r"(\d+)/(\d+)", row)
-        for (passed, total), runtime in zip(shown, ("old", "new")):
+        for (passed, total), runtime in zip(shown, ("old", "new"), strict=False):
             pair = cells(results, converter=converter, runtime=runtime)
             assert (int(passed), int(total)) == (sum(c.outcome.verdict == Verdict.PASS for c in pair), len(pair))
     counts = Counter(c.outcome.verdict for c in results.cells)
