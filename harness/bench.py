@@ -18,9 +18,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from harness.matrix import Selection, run_matrix
+from harness.matrix import run_matrix
 from harness.progress import Progress
 from harness.records import Results
+from harness.selection import Selection
 from harness.workspace import Workspace
 
 

@@ -13,7 +13,9 @@ from harness.config import ConfigError
 from harness.modelstore import ModelError
 from harness.progress import Progress
 from harness.records import Results
+from harness.report import read_results, write_results
 from harness.report.markdown import render_markdown
+from harness.selection import SUITES, Selection
 from harness.workspace import Workspace
 
 DEFAULT_OUT = Path("results")
@@ -44,6 +46,9 @@ def main() -> None:
               help="zoo model name or tag, or the path of your own .onnx file (repeatable)")
 @click.option("--variant", "-v", "variants", multiple=True, help="only these conversion variants")
 @click.option("--api", "apis", multiple=True, type=click.Choice(["module", "session"]), help="only these APIs")
+@click.option("--suite", "suites", multiple=True, type=click.Choice(SUITES),
+              help="zoo: the model zoo (and your models); onnx-node: ONNX's node conformance suite "
+                   "[default: zoo, plus onnx-node when matrix.yaml enables it]")
 @click.option("--inputs", type=click.Path(path_type=Path, dir_okay=False), help="inputs (.npz) for your model")
 @click.option("--dim", "dims", multiple=True, callback=_dims, help="a symbolic input dimension: NAME=N")
 @click.option("--jobs", "-j", type=click.IntRange(1), default=os.cpu_count() or 1, show_default="all cores",
@@ -52,29 +57,39 @@ def main() -> None:
               help="where results go [default: results/, or .mnn-matrix/results/ for a narrowed run]")
 @click.option("--fresh", is_flag=True, help="start over instead of resuming an interrupted run")
 @click.option("--quiet", "-q", is_flag=True, help="no progress display")
-def matrix(config: Path, toolchains, converters, runtimes, models, variants, apis, inputs, dims, jobs, out,
+def matrix(config: Path, toolchains, converters, runtimes, models, variants, apis, suites, inputs, dims, jobs, out,
            fresh: bool, quiet: bool) -> None:
     """Convert every model with every converter and run it under every runtime."""
-    from harness.matrix import Selection, run_matrix
+    from harness.matrix import load, run_matrix
 
     selection = Selection(tuple(toolchains), tuple(converters), tuple(runtimes), tuple(models), tuple(variants),
                           tuple(apis), inputs, dims)
     workspace = Workspace.default()
     out = out or (workspace.root / "results" if selection.narrowed else DEFAULT_OUT)
-    with _user_errors(), Progress(quiet=quiet) as progress:
-        results = run_matrix(config, selection, workspace, jobs, fresh, progress)
-    write_results(results, out)
-    passed = sum(c.outcome.verdict == "pass" for c in results.cells)
-    click.echo(f"{passed} of {len(results.cells)} cells pass; wrote {out / 'results.json'} and {out / 'results.md'}")
+    with _user_errors():
+        if not suites:
+            suites = ("zoo", "onnx-node") if load(config, Selection()).onnx_node.enabled else ("zoo",)
+        for suite in suites:
+            target = out if suite == "zoo" else out / suite
+            with Progress(quiet=quiet) as progress:
+                results = run_matrix(config, selection, workspace, jobs, fresh, progress, suite)
+            written = write_results(results, target)
+            passed = sum(c.outcome.verdict == "pass" for c in results.cells)
+            click.echo(f"{suite}: {passed} of {len(results.cells)} cells pass; wrote "
+                       + " and ".join(str(path) for path in written))
 
 
 @main.command()
 @click.argument("results_json", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                default=DEFAULT_OUT / "results.json")
+                default=DEFAULT_OUT / "results.json")  # or results.json.gz
 def report(results_json: Path) -> None:
     """Render results.md again from a results.json."""
-    results = read_results(results_json)
-    target = results_json.with_name("results.md")
+    with _user_errors():
+        try:
+            results = read_results(results_json)
+        except ValueError as error:
+            raise ConfigError([f"{results_json}: not a results document: {str(error).splitlines()[0]}"]) from None
+    target = results_json.parent / "results.md"
     target.write_text(render_markdown(results))
     click.echo(f"wrote {target}")
 
@@ -89,7 +104,6 @@ def bench(config: Path, models: tuple[str, ...], jobs: int) -> None:
     from rich.console import Console
 
     from harness.bench import run_bench
-    from harness.matrix import Selection
 
     with _user_errors():
         run_bench(config, Selection(models=models), Workspace.default(), jobs, Console(stderr=True))
@@ -99,24 +113,6 @@ def bench(config: Path, models: tuple[str, ...], jobs: int) -> None:
 def schema() -> None:
     """Print the JSON schema of results.json."""
     click.echo(json.dumps(Results.model_json_schema(), indent=2))
-
-
-def read_results(path: Path) -> Results:
-    with _user_errors():
-        try:
-            return Results.model_validate_json(path.read_bytes())
-        except ValueError as error:
-            raise ConfigError([f"{path}: not a results document of this schema: {str(error).splitlines()[0]}"]) \
-                from None
-
-
-def write_results(results: Results, out: Path) -> None:
-    """Write results.json and results.md, each atomically."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("results.json", results.model_dump_json(indent=1)), ("results.md", render_markdown(results))):
-        partial = out / f".{name}.partial"
-        partial.write_text(text)
-        partial.replace(out / name)
 
 
 class _user_errors:

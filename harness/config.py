@@ -88,6 +88,13 @@ class RunSettings(Strict):
     timeouts: Timeouts = Timeouts()
 
 
+class NodeSuite(Strict):
+    """ONNX's backend node conformance suite (`--suite onnx-node`)."""
+
+    enabled: bool = Field(False, description="run it with every `nox -s matrix`, not only with --suite onnx-node")
+    variants: list[str] = Field(["fp32"], min_length=1)
+
+
 class Matrix(Strict):
     """The whole matrix: toolchains x models x variants, run under the given settings."""
 
@@ -96,6 +103,7 @@ class Matrix(Strict):
     runtimes: list[str] | None = Field(None, description="toolchain ids that run (default: all)")
     variants: list[Variant] = Field(min_length=1)
     models: list[ModelSelection] = Field(min_length=1)
+    onnx_node: NodeSuite = NodeSuite()
     run: RunSettings
 
     def toolchain(self, id_: str) -> ToolchainSpec:
@@ -152,17 +160,17 @@ def _reference_problems(matrix: Matrix, names: set[str], tags: set[str]) -> list
                 problems.append(((section, i), f"undefined toolchain (defined: {', '.join(sorted(toolchain_ids))})",
                                  ref))
     variant_ids = {v.id for v in matrix.variants}
+    undefined_variant = f"undefined variant (defined: {', '.join(sorted(variant_ids))})"
+    variant_refs = [(("onnx_node", "variants", j), v) for j, v in enumerate(matrix.onnx_node.variants)]
     for i, selection in enumerate(matrix.models):
+        variant_refs += [(("models", i, "variants", j), v) for j, v in enumerate(selection.variants)]
         if selection.name is not None and selection.name not in names:
-            problems.append(((("models", i, "name")), f"no such model (known: {', '.join(sorted(names))})",
+            problems.append((("models", i, "name"), f"no such model (known: {', '.join(sorted(names))})",
                              selection.name))
         if selection.tag is not None and selection.tag not in tags:
-            problems.append(((("models", i, "tag")), f"no model has this tag (known: {', '.join(sorted(tags))})",
+            problems.append((("models", i, "tag"), f"no model has this tag (known: {', '.join(sorted(tags))})",
                              selection.tag))
-        for j, variant in enumerate(selection.variants):
-            if variant not in variant_ids:
-                problems.append((("models", i, "variants", j),
-                                 f"undefined variant (defined: {', '.join(sorted(variant_ids))})", variant))
+    problems += [(loc, undefined_variant, v) for loc, v in variant_refs if v not in variant_ids]
     return problems
 
 

@@ -40,6 +40,7 @@ class PreparedModel:
     inputs: dict[str, dict]  # name -> {"shape": [...], "dtype": "float32"}
     outputs: tuple[str, ...]
     recipe: str
+    tolerance: dict | None = None  # the model's own tolerance, over the variant's (node test cases)
 
     @property
     def onnx_path(self) -> Path:

@@ -87,6 +87,6 @@ def make_plan(matrix: Matrix, identities: Mapping[str, str], models: Mapping[str
                 for runtime in runtimes:
                     for api in matrix.run.apis:
                         cells.append(Cell(conversion, runtime, api, digest(
-                            "run", key, identities[runtime], api, settings, variant.tolerance.model_dump(),
-                            model.sha256, code)))
+                            "run", key, identities[runtime], api, settings,
+                            model.tolerance or variant.tolerance.model_dump(), model.sha256, code)))
     return Plan(conversions, cells)

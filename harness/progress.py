@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -13,8 +13,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichProgress
 
 from harness.records import Verdict
-
-Advance = Callable[..., None]
 
 
 class Progress:
@@ -42,33 +40,45 @@ class Progress:
             self.console.print(message)
 
     @contextmanager
-    def task(self, name: str, total: int, done: int = 0) -> Iterator[Advance]:
-        """A counted task; the yielded function advances it by one, optionally tallying a verdict."""
-        tally: Counter[str] = Counter()
-        lock = threading.Lock()
-        task = self._bars.add_task(name, total=total, completed=done, tally="")
-        state = {"done": done, "step": 0, "start": time.monotonic()}
+    def task(self, name: str, total: int | None, done: int = 0) -> Iterator[Task]:
+        """A counted task (total None: not known yet); it records how long it took under `name`."""
+        task = Task(self, name, total, done)
         if done:
             self.say(f"{name}: resuming, {done} of {total} already done")
-
-        def advance(verdict: Verdict | None = None) -> None:
-            with lock:
-                state["done"] += 1
-                if verdict is not None:
-                    tally[verdict.value] += 1
-                text = _tally(tally)
-                self._bars.update(task, advance=1, tally=text)
-                step = state["done"] * 10 // max(total, 1)
-                if not self.live and not self.quiet and step > state["step"]:
-                    state["step"] = step
-                    self.console.print(f"{name}: {state['done']}/{total} "
-                                       f"({time.monotonic() - state['start']:.0f}s) {text}")
-
         try:
-            yield advance
+            yield task
         finally:
-            self._bars.update(task, tally=_tally(tally))
-            self.durations[name] = round(time.monotonic() - state["start"], 3)
+            self._bars.update(task.id, tally=_tally(task.tally))
+            self.durations[name] = round(time.monotonic() - task.start, 3)
+
+
+class Task:
+    """One bar. Call it to advance by one, optionally tallying a verdict."""
+
+    def __init__(self, progress: Progress, name: str, total: int | None, done: int) -> None:
+        self.progress, self.name, self.total, self.done = progress, name, total, done
+        self.id = progress._bars.add_task(name, total=total, completed=done, tally="")
+        self.tally: Counter[str] = Counter()
+        self.start = time.monotonic()
+        self._step = 0
+        self._lock = threading.Lock()
+
+    def set_total(self, total: int) -> None:
+        self.total = total
+        self.progress._bars.update(self.id, total=total)
+
+    def __call__(self, verdict: Verdict | None = None) -> None:
+        with self._lock:
+            self.done += 1
+            if verdict is not None:
+                self.tally[verdict.value] += 1
+            text = _tally(self.tally)
+            self.progress._bars.update(self.id, advance=1, tally=text)
+            step = self.done * 10 // max(self.total or 0, 1)
+            if not self.progress.live and not self.progress.quiet and self.total and step > self._step:
+                self._step = step
+                self.progress.console.print(f"{self.name}: {self.done}/{self.total} "
+                                            f"({time.monotonic() - self.start:.0f}s) {text}")
 
 
 def _tally(tally: Counter[str]) -> str:

@@ -77,11 +77,50 @@ class ToolchainRecord(Record):
 class ModelRecord(Record):
     name: str
     sha256: str
-    source: str
+    source: str  # "zoo", "onnx-node", or the path of the user's file
     tags: list[str]
     guards: str
     inputs: dict[str, dict]
     outputs: list[str]
+    tolerance: dict | None = None  # the model's own tolerance (node test cases), over the variant's
+
+
+class ExcludedCase(Record):
+    """A node test case that does not run, and why (`rule` names the exclusion rule)."""
+
+    name: str
+    op: str
+    rule: str
+    reason: str
+
+
+class PairSupport(Record):
+    passed: int  # cases whose every cell passes on this pairing
+    run: int
+
+
+class OpSupport(Record):
+    """One ONNX op across the matrix (node suite only)."""
+
+    op: str
+    cases: int
+    excluded: int
+    pairs: dict[str, PairSupport]  # "converter -> runtime"
+    first_converter: str | None  # oldest converter whose output passes every case on some runtime
+    first_runtime: str | None  # oldest runtime that passes every case from some converter
+    regressions: list[str]  # "passes on A -> A, fails on B -> B" with B newer than A
+    converter_gaps: list[str]  # converters that fail to convert some case (convert-error, crash, timeout)
+    runtime_gaps: list[str]  # pairs where a case converted fine but the runtime could not execute it
+
+
+class Coverage(Record):
+    """A toolchain converting and running its own models, in the ONNX backend report's terms."""
+
+    toolchain: str
+    ops_passed: int  # operators all of whose cases pass
+    ops_loaded: int  # operators with at least one case run
+    cases_passed: int
+    cases_run: int
 
 
 class VariantRecord(Record):
@@ -135,14 +174,18 @@ class RunInfo(Record):
 
 
 class Results(Record):
-    """The whole run."""
+    """The whole run of one suite."""
 
     schema_version: int = SCHEMA_VERSION
+    suite: str = "zoo"  # "zoo" (the model zoo and the user's models) or "onnx-node"
     run: RunInfo
     host: dict
     settings: dict
     toolchains: list[ToolchainRecord]
     models: list[ModelRecord]
     variants: list[VariantRecord]
+    excluded: list[ExcludedCase] = []
     conversions: list[ConversionRecord]
     cells: list[CellRecord]
+    op_support: list[OpSupport] = []
+    coverage: list[Coverage] = []

@@ -19,7 +19,7 @@ import numpy as np
 
 from harness import verdicts
 from harness.compare import compare_output, disagreement
-from harness.config import Matrix
+from harness.config import Matrix, Tolerance
 from harness.journal import Journal
 from harness.modelstore import PreparedModel
 from harness.plan import Cell, Conversion
@@ -127,7 +127,8 @@ class Runner:
             return CellRecord(**base, outcome=verdicts.classify(header["stage"], header["log"], header["error"]),
                               wall_s=reply.wall_s)
         repeats = [{name: reply.arrays[f"{i}/{name}"] for name in reference} for i in range(settings.repeat)]
-        tolerance = self.matrix.variant(cell.variant).tolerance
+        model = self.models[cell.model]
+        tolerance = Tolerance(**model.tolerance) if model.tolerance else self.matrix.variant(cell.variant).tolerance
         deltas = [compare_output(name, repeats[0][name], reference[name], tolerance) for name in reference]
         differs = disagreement(repeats)
         return CellRecord(**base, outcome=verdicts.judge_outputs(deltas, differs, header["log"]), outputs=deltas,

@@ -61,8 +61,9 @@ def match(text: str, stage: str | None = None) -> tuple[Pattern, dict, str] | No
 def lost(kind: str, stage: str, detail: str, log_tail: str) -> Outcome:
     """A worker that crashed or timed out; the log's last lines, and any op they blame, are the evidence."""
     found = match(log_tail)
+    what = f"worker died: {detail}" if kind == "crash" else f"worker timed out: {detail}"
     return Outcome(verdict=Verdict.CRASH if kind == "crash" else Verdict.TIMEOUT, stage=stage,
-                   reason=f"worker {'died: ' + detail if kind == 'crash' else 'timed out: ' + detail}",
+                   reason=f"{what}, after: {_reason(found[0], found[1])}" if found else what,
                    ops=_ops(found[1]) if found else [], pattern=found[0].id if found else None,
                    log_excerpt=tail(log_tail, EXCERPT_LINES))
 

@@ -240,9 +240,12 @@ def _run_session(header: dict, inputs: list) -> tuple[float, list, list]:
         for name in header["outputs"]:
             if name not in produced:
                 raise Failure("run", f"session has no output {name!r} (outputs: {sorted(produced)})")
-            host = MNN.Tensor(produced[name], caffe)
-            produced[name].copyToHostTensor(host)
-            result[name] = np.array(host.getNumpyData(), copy=True)
+            try:
+                host = MNN.Tensor(produced[name], caffe)
+                produced[name].copyToHostTensor(host)
+                result[name] = np.array(host.getNumpyData(), copy=True)
+            except Exception as error:
+                raise Failure("run", f"reading output {name!r}: {_describe_exception(error)}") from None
         run_s.append(time.perf_counter() - start)
         repeats.append(result)
     return load_s, run_s, repeats

@@ -86,7 +86,8 @@ def run_onnxruntime(model: onnx.ModelProto | Path, inputs: dict[str, np.ndarray]
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures raise; their messages are kept from the exception
+    ort.set_default_logger_severity(4)
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]

@@ -213,6 +213,13 @@ def shape_start_end() -> Graph:
     return g
 
 
+def input_identity_cast() -> Graph:
+    g = Graph("input_identity_cast")
+    mask = g.op("Cast", [g.op("Identity", [g.input("attention_mask", [1, 16], INT64)])], to=FLOAT)
+    g.output(g.op("Mul", [g.input("x", [1, 16]), mask]), "y")
+    return g
+
+
 def _spec(builder, tags: str, guards: str, opset: int = 17) -> ModelSpec:
     name = "micro-" + builder.__name__.rstrip("_").replace("_", "-")
     return ModelSpec(name, lambda: builder().model(opset), ("micro", *tags.split()), guards)
@@ -248,4 +255,6 @@ MODELS = [
     _spec(einsum, "linear attention", "Einsum attention scores (bhid,bhjd->bhij)"),
     _spec(shape_start_end, "tensor llm", "Shape with start/end attributes (opset 15+), from newer exporters",
           opset=17),
+    _spec(input_identity_cast, "tensor llm", "an input through Identity then Cast: 'tensor [ X ] is input but "
+                                             "not found', then SIGSEGV, on a 3.0.0 runtime"),
 ]

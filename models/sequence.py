@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import onnx
 
 from models import ModelSpec
 from models.graph import Graph
 
+Layer = Callable[[Graph, str, int, int], tuple[str, str]]
 FRAMES, EVENTS = 24, 10  # the two inputs' lengths (dynamic axes t1, t2)
 
 
@@ -33,26 +36,23 @@ def _head(g: Graph, states: list[str], width: int) -> None:
     g.output(g.op("Gemm", [x, g.weight(4, 16), g.weight(4, scale=0.1)], transB=1), "scores")
 
 
-def gru_lstm() -> onnx.ModelProto:
-    """frames -> GRU -> LSTM, events -> GRU; both final states -> head."""
-    g = Graph("seq_gru", seed=30)
+def _two_inputs(name: str, seed: int, first: Layer, second: Layer, events_layer: Layer) -> onnx.ModelProto:
+    """frames -> first -> second, events -> events_layer; both final states -> head."""
+    g = Graph(name, seed=seed)
     frames, events = g.input("frames", ["t1", 1, 16]), g.input("events", ["t2", 1, 8])
-    y, _ = _gru(g, frames, 16, 32)
-    _, frames_state = _lstm(g, g.op("Squeeze", [y, g.ints(1)]), 32, 32)
-    _, events_state = _gru(g, events, 8, 16)
+    y, _ = first(g, frames, 16, 32)
+    _, frames_state = second(g, g.op("Squeeze", [y, g.ints(1)]), 32, 32)
+    _, events_state = events_layer(g, events, 8, 16)
     _head(g, [frames_state, events_state], 48)
     return g.model(17)
+
+
+def gru_lstm() -> onnx.ModelProto:
+    return _two_inputs("seq_gru", 30, _gru, _lstm, _gru)
 
 
 def lstm() -> onnx.ModelProto:
-    """The same shape of model with LSTMs only."""
-    g = Graph("seq_lstm", seed=31)
-    frames, events = g.input("frames", ["t1", 1, 16]), g.input("events", ["t2", 1, 8])
-    y, _ = _lstm(g, frames, 16, 32)
-    _, frames_state = _lstm(g, g.op("Squeeze", [y, g.ints(1)]), 32, 32)
-    _, events_state = _lstm(g, events, 8, 16)
-    _head(g, [frames_state, events_state], 48)
-    return g.model(17)
+    return _two_inputs("seq_lstm", 31, _lstm, _lstm, _lstm)
 
 
 GUARD = "quantizing multi-input GRU sequence models: 'Compute Shape Error', segfaults, large errors"

@@ -14,7 +14,8 @@ from helpers import conv_model, run_request, save
 import models
 from harness import verdicts
 from harness.records import Outcome, Verdict
-from models.graph import Graph
+from harness.workers import WorkerLost
+from models.graph import INT64, Graph
 
 
 def zoo_model(name: str, path: Path) -> Path:
@@ -53,7 +54,11 @@ def converted(worker, src: Path, tmp_path: Path) -> Path:
 
 
 def run_outcome(worker, model: Path, inputs: dict, outputs: list[str], api: str) -> Outcome:
-    reply = worker.request(run_request(model, inputs, outputs, api), inputs)
+    """The outcome of a failing run, classified as the runner classifies it."""
+    try:
+        reply = worker.request(run_request(model, inputs, outputs, api), inputs)
+    except WorkerLost as lost:
+        return verdicts.lost(lost.kind, "run", lost.detail, lost.log_tail)
     assert not reply.header["ok"], "expected the run to fail"
     return verdicts.classify(reply.header["stage"], reply.header["log"], reply.header["error"])
 
@@ -107,6 +112,48 @@ def _same_lower(api: str) -> Callable[..., Outcome]:
                                     {"x": np.ones((1, 3, 32, 32), np.float32)}, ["y"], api)
 
 
+def _graph(name: str, build: Callable[[Graph], None], opset: int = 17) -> Callable[[Path], Path]:
+    def write(path: Path) -> Path:
+        g = Graph(name)
+        build(g)
+        return save(g, path, opset)
+    return write
+
+
+def _input_through_identities(g: Graph) -> None:
+    """mask -> Identity -> Cast: the chain ONNX's expanded Attention tests have."""
+    cast = g.op("Cast", [g.op("Identity", [g.input("mask", [2, 4])])], to=onnx.TensorProto.FLOAT)
+    g.output(g.op("Add", [g.input("x", [2, 4]), cast]), "y")
+
+
+def _reshape_to_input_shape(g: Graph) -> None:
+    g.output(g.op("Reshape", [g.input("x", [2, 6]), g.input("shape", [2], INT64)]), "y")
+
+
+def _int8_equal(g: Graph) -> None:
+    int8 = onnx.TensorProto.INT8
+    g.output(g.op("Equal", [g.input("a", [4], int8), g.input("b", [4], int8)]), "y", dtype=onnx.TensorProto.BOOL)
+
+
+def _constants_that_do_not_broadcast(path: Path) -> Path:
+    """[2, 4] + [8, 4]: invalid ONNX (shape inference rejects it), written without the checking builder."""
+    h = onnx.helper
+    constants = [onnx.numpy_helper.from_array(np.ones(shape, np.float32), name)
+                 for name, shape in (("a", (2, 4)), ("b", (8, 4)))]
+    graph = h.make_graph([h.make_node("Add", ["a", "b"], ["s"]), h.make_node("Add", ["x", "s"], ["y"])], "bcast",
+                         [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 4])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], constants)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _run(graph: Callable[[Path], Path], inputs: dict, api: str, converter: str = "3.6.1",
+         runtime: str = "3.6.1") -> Callable[..., Outcome]:
+    return lambda w, p: run_outcome(w(runtime), converted(w(converter), graph(p / "m.onnx"), p), inputs, ["y"], api)
+
+
 CASES = {
     "unsupported-ops-3.0.0": Case("converter-unsupported-ops", Verdict.CONVERT_ERROR, _unsupported_ops("3.0.0"),
                                   ["FooBar"], "does not support FooBar"),
@@ -127,6 +174,19 @@ CASES = {
                          reason="no output logits"),
     "same-lower-module": Case("compute-shape-error", Verdict.SHAPE_ERROR, _same_lower("module"),
                               reason="for tensor averagepool_1"),
+    "identity-chain-3.0.0": Case("input-not-found", Verdict.CRASH, _run(
+        _graph("chain", _input_through_identities), {"mask": np.ones((2, 4), np.float32),
+                                                     "x": np.ones((2, 4), np.float32)}, "module", "3.0.0", "3.0.0"),
+        reason="SIGSEGV"),
+    "session-shape-from-input": Case("session-needs-input-content", Verdict.SHAPE_ERROR, _run(
+        _graph("reshape", _reshape_to_input_shape), {"x": np.ones((2, 6), np.float32),
+                                                     "shape": np.array([3, 4], np.int64)}, "session"),
+        reason="use the Module API"),
+    "int8-binary-session": Case("cpu-unsupported-data-type", Verdict.UNSUPPORTED_OP, _run(
+        _graph("equal", _int8_equal), {"a": np.ones(4, np.int8), "b": np.ones(4, np.int8)}, "session"), ["Binary"]),
+    "broadcast": Case("broadcast-error", Verdict.SHAPE_ERROR, _run(
+        _constants_that_do_not_broadcast, {"x": np.ones((2, 4), np.float32)}, "module"),
+        reason="dim1 = 8, dim2 = 2"),
     "same-lower-session": Case("compute-shape-error", Verdict.SHAPE_ERROR, _same_lower("session"),
                                reason="for tensor averagepool_1"),
 }

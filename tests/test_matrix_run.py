@@ -14,10 +14,11 @@ import pytest
 import yaml
 from helpers import avgpool_without_strides
 
-from harness.cli import write_results
-from harness.matrix import Selection, run_matrix
+from harness.matrix import run_matrix
 from harness.progress import Progress
 from harness.records import Results, Verdict
+from harness.report import write_results
+from harness.selection import Selection
 from harness.workspace import Workspace
 
 CONFIG = {

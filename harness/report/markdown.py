@@ -21,5 +21,6 @@ def environment() -> Environment:
 
 
 def render_markdown(results: Results) -> str:
-    return environment().get_template("results.md.j2").render(
+    template = "onnx-node.md.j2" if results.suite == "onnx-node" else "results.md.j2"
+    return environment().get_template(template).render(
         r=results, s=Summary(results), symbols=SYMBOLS, meanings=MEANINGS, Verdict=Verdict)

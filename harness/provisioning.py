@@ -1,0 +1,59 @@
+"""Making toolchains ready, in parallel: provision each, start a worker, check the version it imports,
+and read which flags its converter lists. A toolchain that fails is recorded, never fatal."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from harness.config import Matrix
+from harness.progress import Progress
+from harness.records import ToolchainRecord
+from harness.toolchains import ProvisionError, Toolchain, make_toolchain
+from harness.workers import Worker, WorkerLost, WorkerStartError
+from harness.workspace import Workspace
+
+FLAG = re.compile(r"^\s+(?:-\w, )?(--[A-Za-z][\w-]*)", re.MULTILINE)
+
+
+def ready_toolchains(matrix: Matrix, workspace: Workspace,
+                     progress: Progress) -> tuple[dict[str, Toolchain], list[ToolchainRecord]]:
+    """The usable toolchains by id, and a record for every toolchain of the matrix."""
+    toolchains = {spec.id: make_toolchain(spec, workspace) for spec in matrix.toolchains}
+    with progress.task("toolchains", total=len(toolchains)) as advance, \
+            ThreadPoolExecutor(max(1, len(toolchains))) as pool:
+        def ready(toolchain: Toolchain) -> ToolchainRecord:
+            roles = [role for role, ids in (("convert", matrix.converter_ids), ("run", matrix.runtime_ids))
+                     if toolchain.id in ids]
+            record = _ready(toolchain, roles)
+            advance()
+            return record
+        records = list(pool.map(ready, toolchains.values()))
+    return {r.id: toolchains[r.id] for r in records if r.status == "ok"}, records
+
+
+def _ready(toolchain: Toolchain, roles: list[str]) -> ToolchainRecord:
+    spec = toolchain.spec
+    base = dict(id=spec.id, kind=spec.kind, version=spec.version, roles=roles)
+    try:
+        provenance = toolchain.provision()
+        with tempfile.TemporaryDirectory(prefix="mnnm-") as scratch:
+            worker = Worker(toolchain, Path(scratch), "describe")
+            try:
+                reply = worker.request({"op": "describe"}, timeout=120)
+            finally:
+                worker.close()
+    except ProvisionError as error:
+        return ToolchainRecord(**base, status="unavailable", reason=error.reason, log_tail=error.log_tail)
+    except (WorkerStartError, WorkerLost) as error:
+        return ToolchainRecord(**base, status="unavailable", reason=f"the worker does not run: {error}",
+                               log_tail=getattr(error, "log_tail", ""))
+    if reply.header["mnn_version"] != spec.version:
+        return ToolchainRecord(**base, status="unavailable", provenance=provenance,
+                               reason=f"imports MNN {reply.header['mnn_version']}, not {spec.version}")
+    provenance = {**provenance, **{k: reply.header[k] for k in ("mnn_version", "numpy_version", "python",
+                                                                "platform")}}
+    return ToolchainRecord(**base, status="ok", provenance=provenance,
+                           converter_flags=sorted(set(FLAG.findall(reply.header["log"]))))

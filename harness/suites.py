@@ -1,0 +1,70 @@
+"""Suites: where a run's models come from. `zoo` is the model zoo plus the user's own models;
+`onnx-node` is ONNX's backend node conformance suite."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import models as zoo
+from harness import nodesuite
+from harness.config import Matrix
+from harness.modelstore import PreparedModel, prepare_user_model, prepare_zoo_model
+from harness.nodesuite import NodeCase
+from harness.progress import Progress
+from harness.selection import Selection, is_model_path
+from harness.workspace import Workspace
+
+
+@dataclass
+class SuiteModels:
+    """The models of a run, the variants each is converted with, and cases left out (with why)."""
+
+    models: dict[str, PreparedModel] = field(default_factory=dict)
+    variants: dict[str, list[str]] = field(default_factory=dict)
+    excluded: list[NodeCase] = field(default_factory=list)
+
+
+def zoo_suite(matrix: Matrix, selection: Selection, workspace: Workspace, progress: Progress) -> SuiteModels:
+    """Build (or reuse) every selected zoo model and check the user's models, before any MNN work."""
+    wanted = zoo_variants(matrix, selection)
+    user_variants = list(selection.variants) or [v.id for v in matrix.variants]
+    suite = SuiteModels()
+    with progress.task("models", total=len(wanted) + len(selection.user_models)) as advance:
+        for path in selection.user_models:
+            model = prepare_user_model(path, workspace.models, selection.inputs, selection.dims)
+            suite.models[model.name], suite.variants[model.name] = model, user_variants
+            advance()
+        for name, variants in wanted.items():
+            suite.models[name], suite.variants[name] = prepare_zoo_model(zoo.ZOO[name], workspace.models), variants
+            advance()
+    return suite
+
+
+def zoo_variants(matrix: Matrix, selection: Selection) -> dict[str, list[str]]:
+    """The zoo models to run and each one's variants (file order, merged over selections naming it)."""
+    picks = {m for m in selection.models if not is_model_path(m)}
+    if selection.models and not picks:
+        return {}  # only the user's own models
+    variants: dict[str, list[str]] = {}
+    for chosen in matrix.models:
+        names = [chosen.name] if chosen.name else sorted(n for n, s in zoo.ZOO.items() if chosen.tag in s.tags)
+        for name in names:
+            if picks and name not in picks and not picks & set(zoo.ZOO[name].tags):
+                continue
+            merged = variants.setdefault(name, [])
+            merged += [v for v in chosen.variants
+                       if v not in merged and (not selection.variants or v in selection.variants)]
+    return {name: found for name, found in variants.items() if found}
+
+
+def node_suite(matrix: Matrix, selection: Selection, workspace: Workspace, progress: Progress) -> SuiteModels:
+    """ONNX's node test cases (all, or those whose name or op `--model` names), each with the suite's variants."""
+    cases = nodesuite.materialize(workspace.root / "onnx-node", progress)
+    if selection.models:
+        cases = [c for c in cases if c.name in selection.models or c.op in selection.models]
+    variants = [v for v in matrix.onnx_node.variants if not selection.variants or v in selection.variants]
+    models = nodesuite.prepared(workspace.root / "onnx-node", cases)
+    return SuiteModels(models, {name: variants for name in models}, [c for c in cases if c.rule])
+
+
+SUITE_MODELS = {"zoo": zoo_suite, "onnx-node": node_suite}
