@@ -18,7 +18,7 @@ def compare_output(name: str, actual: np.ndarray, reference: np.ndarray, toleran
     base = dict(name=name, shape=list(actual.shape), reference_shape=list(reference.shape),
                 elements=int(reference.size))
     if actual.size != reference.size:
-        return OutputDelta(**base, max_abs=None, max_rel=None, cosine=None, mnn_rule_ratio=None,
+        return OutputDelta(**base, max_abs=None, max_rel=None, rel_l2=None, cosine=None, mnn_rule_ratio=None,
                            mnn_rule_pass=False, out_of_tolerance=int(reference.size), nan=0, inf=0,
                            reference_nan=0, reference_inf=0,
                            failed_checks=[f"shape {list(actual.shape)} != reference {list(reference.shape)}"])
@@ -37,6 +37,8 @@ def compare_output(name: str, actual: np.ndarray, reference: np.ndarray, toleran
     keep = ref_abs >= REL_FLOOR * max_ref
     max_rel = float((diff[keep] / ref_abs[keep]).max()) if max_ref > 0 else ratio
     cosine = _cosine(a[both], r[both])
+    ref_norm, diff_norm = float(np.linalg.norm(r[both])), float(np.linalg.norm(diff))
+    rel_l2 = diff_norm / ref_norm if ref_norm > 0 else (0.0 if diff_norm == 0 else None)
     if exact:
         outside = int(np.count_nonzero(a[both] != r[both]))
     elif tolerance.atol is not None:
@@ -44,17 +46,18 @@ def compare_output(name: str, actual: np.ndarray, reference: np.ndarray, toleran
     else:
         outside = 0
     outside += mismatched_special
-    checks = _failed_checks(tolerance, exact, ratio, cosine, outside, mismatched_special, int(reference.size))
+    checks = _failed_checks(tolerance, exact, ratio, cosine, rel_l2, outside, mismatched_special,
+                            int(reference.size))
     mnn_rule_pass = mismatched_special == 0 and ratio is not None and ratio <= MNN_RULE
     return OutputDelta(
-        **base, max_abs=_finite(max_abs), max_rel=_finite(max_rel), cosine=_finite(cosine),
+        **base, max_abs=_finite(max_abs), max_rel=_finite(max_rel), rel_l2=_finite(rel_l2), cosine=_finite(cosine),
         mnn_rule_ratio=_finite(ratio), mnn_rule_pass=mnn_rule_pass,
         out_of_tolerance=outside, nan=int(np.isnan(a).sum()), inf=int(np.isinf(a).sum()),
         reference_nan=int(np.isnan(r).sum()), reference_inf=int(np.isinf(r).sum()), failed_checks=checks)
 
 
 def _failed_checks(tolerance: Tolerance, exact: bool, ratio: float | None, cosine: float | None,
-                   outside: int, special: int, size: int) -> list[str]:
+                   rel_l2: float | None, outside: int, special: int, size: int) -> list[str]:
     failed = []
     if special:
         failed.append(f"{special} NaN/Inf where the reference differs")
@@ -69,6 +72,8 @@ def _failed_checks(tolerance: Tolerance, exact: bool, ratio: float | None, cosin
                       f"rtol {tolerance.rtol:g}")
     if tolerance.min_cosine is not None and (cosine is None or cosine < tolerance.min_cosine):
         failed.append(f"cosine {_fmt(cosine)} < {tolerance.min_cosine:g}")
+    if tolerance.max_rel_l2 is not None and (rel_l2 is None or rel_l2 > tolerance.max_rel_l2):
+        failed.append(f"relative L2 error {_fmt(rel_l2)} > {tolerance.max_rel_l2:g}")
     return failed
 
 

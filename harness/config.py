@@ -42,12 +42,21 @@ class Tolerance(Strict):
     atol: float | None = Field(None, ge=0, description="elementwise: |mnn - ref| <= atol + rtol * |ref|")
     rtol: float = Field(0.0, ge=0)
     min_cosine: float | None = Field(None, ge=-1, le=1, description="cosine similarity of the flattened outputs")
+    max_rel_l2: float | None = Field(None, ge=0, description="relative error: ||mnn - ref||_2 / ||ref||_2")
 
     @model_validator(mode="after")
     def _has_a_check(self) -> Tolerance:
-        if self.max_abs_ratio is None and self.atol is None and self.min_cosine is None:
-            raise ValueError("a tolerance needs at least one of max_abs_ratio, atol, min_cosine")
+        if all(value is None for value in (self.max_abs_ratio, self.atol, self.min_cosine, self.max_rel_l2)):
+            raise ValueError("a tolerance needs at least one of max_abs_ratio, atol, min_cosine, max_rel_l2")
         return self
+
+
+class Quantize(Strict):
+    """Post-training int8 quantization with MNN's quantization tool, after conversion."""
+
+    feature: Literal["KL", "EMA", "ADMM"] = Field(description="how activation (feature) scales are calibrated")
+    weight: Literal["MAX_ABS", "ADMM"] = Field("MAX_ABS", description="how weight scales are chosen")
+    samples: int = Field(8, ge=1, le=256, description="calibration samples, generated from the input specs")
 
 
 class Variant(Strict):
@@ -55,6 +64,9 @@ class Variant(Strict):
 
     id: Id
     flags: list[str] = []
+    quantize: Quantize | None = None
+    memory: list[Literal["normal", "low", "high"]] = Field(
+        ["normal"], min_length=1, description="runtime memory modes to run under ('low' enables dynamic quantization)")
     tolerance: Tolerance
     description: str = ""
 

@@ -32,6 +32,7 @@ class Conversion:
     model: str
     variant: str
     flags: tuple[str, ...]
+    quantize: dict | None  # post-training quantization after conversion, if the variant asks for it
     key: str
 
 
@@ -40,6 +41,7 @@ class Cell:
     conversion: Conversion
     runtime: str
     api: str
+    memory: str  # the runtime's memory mode ("low" turns on dynamic quantization of quantized weights)
     key: str
 
     @property
@@ -81,12 +83,12 @@ def make_plan(matrix: Matrix, identities: Mapping[str, str], models: Mapping[str
         for name, model in models.items():
             for variant_id in variants[name]:
                 variant = matrix.variant(variant_id)
-                key = digest("convert", identities[converter], model.sha256, variant.flags, code)
-                conversion = Conversion(converter, name, variant_id, tuple(variant.flags), key)
+                quantize = variant.quantize.model_dump() if variant.quantize else None
+                key = digest("convert", variant_id, identities[converter], model.sha256, variant.flags, quantize, code)
+                conversion = Conversion(converter, name, variant_id, tuple(variant.flags), quantize, key)
                 conversions.append(conversion)
-                for runtime in runtimes:
-                    for api in matrix.run.apis:
-                        cells.append(Cell(conversion, runtime, api, digest(
-                            "run", key, identities[runtime], api, settings,
-                            model.tolerance or variant.tolerance.model_dump(), model.sha256, code)))
+                tolerance = model.tolerance or variant.tolerance.model_dump()
+                cells += [Cell(conversion, runtime, api, memory, digest(
+                    "run", key, identities[runtime], api, memory, settings, tolerance, model.sha256, code))
+                    for runtime in runtimes for api in matrix.run.apis for memory in variant.memory]
     return Plan(conversions, cells)

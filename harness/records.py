@@ -17,6 +17,7 @@ class Verdict(str, Enum):
 
     PASS = "pass"
     CONVERT_ERROR = "convert-error"
+    QUANTIZE_ERROR = "quantize-error"
     LOAD_ERROR = "load-error"
     UNSUPPORTED_OP = "unsupported-op"
     SHAPE_ERROR = "shape-error"
@@ -40,6 +41,7 @@ class Outcome(Record):
     ops: list[str] = []  # operator types the log blames, if it names any
     pattern: str | None = None  # id of the log pattern that classified a failure
     log_excerpt: str = ""
+    note: str = ""  # e.g. a crash that a fresh worker did not reproduce
 
 
 class OutputDelta(Record):
@@ -49,7 +51,8 @@ class OutputDelta(Record):
     shape: list[int]
     reference_shape: list[int]
     max_abs: float | None  # None when no finite element pair exists
-    max_rel: float | None
+    max_rel: float | None  # elementwise, ignoring elements below 0.1% of max |ref|
+    rel_l2: float | None  # ||mnn - ref||_2 / ||ref||_2
     cosine: float | None
     mnn_rule_ratio: float | None  # max_abs / max |ref|; MNN's own rule passes at <= 0.01
     mnn_rule_pass: bool
@@ -139,9 +142,13 @@ class ConversionRecord(Record):
     variant: str
     flags: list[str]
     ignored_flags: list[str] = []  # flags the converter's --help does not list
+    quantize: dict | None = None  # post-training quantization settings, for quantized variants
+    quantized_with: dict = {}  # the methods the quantization tool says it used (it may switch, e.g. to EMA)
     outcome: Outcome
-    size_bytes: int = 0
+    size_bytes: int = 0  # the final model (quantized, for quantized variants)
+    float_size_bytes: int = 0  # the float model a quantized variant started from
     convert_s: float | None = None
+    quantize_s: float | None = None
     wall_s: float = 0.0
 
 
@@ -154,8 +161,10 @@ class CellRecord(Record):
     model: str
     variant: str
     api: str
+    memory: str = "normal"
     outcome: Outcome
-    outputs: list[OutputDelta] = []
+    outputs: list[OutputDelta] = []  # against the reference (onnxruntime, or a node case's expected outputs)
+    outputs_vs_float: list[OutputDelta] = []  # quantized variants: against the same runtime's float model
     repeats_agree: bool | None = None
     load_s: float | None = None
     run_s: list[float] = []

@@ -6,28 +6,43 @@ one cell: the cell is recorded as `crash` or `timeout` and the next request star
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 
 from harness import verdicts
+from harness.calibration import write_calibration
 from harness.compare import compare_output, disagreement
-from harness.config import Matrix, Tolerance
+from harness.config import Matrix, Quantize, Tolerance
 from harness.journal import Journal
 from harness.modelstore import PreparedModel
-from harness.plan import Cell, Conversion
-from harness.records import CellRecord, ConversionRecord, Outcome, Verdict
+from harness.plan import Cell, Conversion, digest
+from harness.records import CellRecord, ConversionRecord, Outcome, OutputDelta, Verdict
 from harness.toolchains import Toolchain
-from harness.workers import Worker, WorkerLost
+from harness.workers import Reply, Worker, WorkerLost
 
 Item = TypeVar("Item")
+QUANT_METHOD = re.compile(r"Use (feature|weight) quantization method: (\w+)")  # what the tool really used
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one convert or quantize request came to."""
+
+    outcome: Outcome
+    size: int = 0
+    seconds: float | None = None
+    wall_s: float = 0.0
+    log: str = ""
 Result = TypeVar("Result", ConversionRecord, CellRecord)
 
 
@@ -74,6 +89,32 @@ class Runner:
             worker.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
+    def request(self, toolchain: str, header: dict, arrays: dict | None = None, timeout: float = 120,
+                fresh: bool = False) -> Reply:
+        """One request on this thread's worker, made crash-honest.
+
+        A crash in a worker that had served earlier requests may be damage those requests left, so
+        the request is tried once more on a fresh worker: only a crash there counts. `fresh` runs
+        the request alone in a worker of its own (for tools known to damage their process).
+        """
+        if fresh:
+            worker = Worker(self.toolchains[toolchain], self.scratch, f"{toolchain}-{threading.get_ident()}-solo")
+            try:
+                return worker.request(header, arrays, timeout)
+            finally:
+                worker.close()
+        worker = self.worker(toolchain)
+        try:
+            return worker.request(header, arrays, timeout)
+        except WorkerLost as lost:
+            served = worker.requests - 1
+            if lost.kind != "crash" or served == 0:
+                raise
+            reply = worker.request(header, arrays, timeout)  # a fresh process: the worker restarts
+            reply.header["note"] = (f"crashed ({lost.detail}) in a worker that had served {served} earlier "
+                                    "requests; a fresh worker ran it without crashing")
+            return reply
+
     def worker(self, toolchain: str) -> Worker:
         """This thread's worker for `toolchain`."""
         workers = self._local.__dict__.setdefault("workers", {})
@@ -88,57 +129,98 @@ class Runner:
     # -------------------------------------------------------------- tasks
 
     def convert(self, conversion: Conversion) -> ConversionRecord:
+        """Convert (and, for a quantized variant, quantize) one model with one converter."""
         model = self.models[conversion.model]
         known = self.converter_flags.get(conversion.converter, [])
         base = dict(key=conversion.key, converter=conversion.converter, model=conversion.model,
-                    variant=conversion.variant, flags=list(conversion.flags),
+                    variant=conversion.variant, flags=list(conversion.flags), quantize=conversion.quantize,
                     ignored_flags=[f for f in conversion.flags if f.startswith("--") and f not in known])
-        request = {"op": "convert", "src": str(model.onnx_path), "dst": str(self.converted_path(conversion.key)),
-                   "flags": list(conversion.flags)}
+        converted = self.float_path(conversion.key) if conversion.quantize else self.converted_path(conversion.key)
+        request = {"op": "convert", "src": str(model.onnx_path), "dst": str(converted), "flags": list(conversion.flags)}
+        step = self._step(conversion.converter, "convert", request)
+        if step.outcome.verdict != Verdict.PASS or not conversion.quantize:
+            return ConversionRecord(**base, outcome=step.outcome, size_bytes=step.size, convert_s=step.seconds,
+                                    wall_s=step.wall_s)
+        with self._lock:  # several converters may quantize the same model at once: they share its samples
+            samples = digest(model.sha256, conversion.quantize)[:12]
+            config = write_calibration(model, Quantize(**conversion.quantize),
+                                       self.journal.run_dir / "calibration" / f"{model.name}-{samples}")
+        request = {"op": "quantize", "src": str(converted), "dst": str(self.converted_path(conversion.key)),
+                   "config": str(config)}
+        quantized = self._step(conversion.converter, "quantize", request)
+        return ConversionRecord(**base, outcome=quantized.outcome, size_bytes=quantized.size,
+                                float_size_bytes=step.size, quantized_with=dict(QUANT_METHOD.findall(quantized.log)),
+                                convert_s=step.seconds, quantize_s=quantized.seconds,
+                                wall_s=step.wall_s + quantized.wall_s)
+
+    def _step(self, toolchain: str, stage: str, request: dict) -> Step:
+        """One convert or quantize request, judged by the file it writes."""
         try:
-            reply = self.worker(conversion.converter).request(request, timeout=self.matrix.run.timeouts.convert_s)
+            reply = self.request(toolchain, request, timeout=self.matrix.run.timeouts.convert_s,
+                                 fresh=stage == "quantize")
         except WorkerLost as lost:
-            return ConversionRecord(**base, outcome=verdicts.lost(lost.kind, "convert", lost.detail, lost.log_tail))
+            return Step(verdicts.lost(lost.kind, stage, lost.detail, lost.log_tail))
         header = reply.header
         if header["ok"] and header["produced"]:
-            outcome = Outcome(verdict=Verdict.PASS, stage="convert")
+            outcome = Outcome(verdict=Verdict.PASS, stage=stage, note=header.get("note", ""))
         else:
-            outcome = verdicts.classify(header.get("stage", "convert"), header["log"], header.get("error", ""))
-        return ConversionRecord(**base, outcome=outcome, size_bytes=header.get("size_bytes", 0),
-                                convert_s=header.get("seconds"), wall_s=reply.wall_s)
+            outcome = verdicts.classify(stage, header["log"], header.get("error", "")).model_copy(
+                update={"note": header.get("note", "")})
+        return Step(outcome, header.get("size_bytes", 0), header.get("seconds"), reply.wall_s, header["log"])
 
     def run(self, cell: Cell) -> CellRecord:
+        """Run one converted model under one runtime, API and memory mode, and judge its outputs."""
         conversion = self.journal.conversions[cell.conversion.key]
         base = dict(key=cell.key, converter=cell.converter, runtime=cell.runtime, model=cell.model,
-                    variant=cell.variant, api=cell.api)
+                    variant=cell.variant, api=cell.api, memory=cell.memory)
         if conversion.outcome.verdict != Verdict.PASS:
             return CellRecord(**base, outcome=conversion.outcome)
         inputs, reference = self.data(cell.model)
         settings = self.matrix.run
         request = {"op": "run", "model": str(self.converted_path(conversion.key)), "api": cell.api,
                    "inputs": list(inputs), "outputs": list(reference), "threads": settings.threads,
-                   "precision": settings.precision, "repeat": settings.repeat}
+                   "precision": settings.precision, "memory": cell.memory, "repeat": settings.repeat}
         try:
-            reply = self.worker(cell.runtime).request(request, inputs, timeout=settings.timeouts.run_s)
+            reply = self.request(cell.runtime, request, inputs, timeout=settings.timeouts.run_s)
         except WorkerLost as lost:
             return CellRecord(**base, outcome=verdicts.lost(lost.kind, "run", lost.detail, lost.log_tail))
         header = reply.header
         if not header["ok"]:
-            return CellRecord(**base, outcome=verdicts.classify(header["stage"], header["log"], header["error"]),
+            outcome = verdicts.classify(header["stage"], header["log"], header["error"])
+            return CellRecord(**base, outcome=outcome.model_copy(update={"note": header.get("note", "")}),
                               wall_s=reply.wall_s)
         repeats = [{name: reply.arrays[f"{i}/{name}"] for name in reference} for i in range(settings.repeat)]
         model = self.models[cell.model]
         tolerance = Tolerance(**model.tolerance) if model.tolerance else self.matrix.variant(cell.variant).tolerance
         deltas = [compare_output(name, repeats[0][name], reference[name], tolerance) for name in reference]
         differs = disagreement(repeats)
-        return CellRecord(**base, outcome=verdicts.judge_outputs(deltas, differs, header["log"]), outputs=deltas,
+        outcome = verdicts.judge_outputs(deltas, differs, header["log"])
+        return CellRecord(**base, outcome=outcome.model_copy(update={"note": header.get("note", "")}), outputs=deltas,
+                          outputs_vs_float=self._against_float(cell, request, inputs, repeats[0], tolerance)
+                          if conversion.quantize else [],
                           repeats_agree=differs is None, load_s=header["load_s"], run_s=header["run_s"],
                           wall_s=reply.wall_s)
+
+    def _against_float(self, cell: Cell, request: dict, inputs: dict, outputs: dict,
+                       tolerance: Tolerance) -> list[OutputDelta]:
+        """A quantized model's outputs against its float model's, run the same way (empty if that fails)."""
+        request = {**request, "model": str(self.float_path(cell.conversion.key)), "repeat": 1}
+        try:
+            reply = self.request(cell.runtime, request, inputs, timeout=self.matrix.run.timeouts.run_s)
+        except WorkerLost:
+            return []
+        if not reply.header["ok"]:
+            return []
+        return [compare_output(name, value, reply.arrays[f"0/{name}"], tolerance) for name, value in outputs.items()]
 
     # -------------------------------------------------------------- helpers
 
     def converted_path(self, key: str) -> Path:
         return self.journal.converted_dir / f"{key[:24]}.mnn"
+
+    def float_path(self, key: str) -> Path:
+        """Where a quantized variant's float model (before quantization) is kept."""
+        return self.journal.converted_dir / f"{key[:24]}.float.mnn"
 
     def data(self, model: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """A model's inputs and reference outputs, read once."""
@@ -159,4 +241,4 @@ class Runner:
                 return ConversionRecord(key=item.key, converter=item.converter, model=item.model,
                                         variant=item.variant, flags=list(item.flags), outcome=outcome)
             return CellRecord(key=item.key, converter=item.converter, runtime=item.runtime, model=item.model,
-                              variant=item.variant, api=item.api, outcome=outcome)
+                              variant=item.variant, api=item.api, memory=item.memory, outcome=outcome)

@@ -14,6 +14,7 @@ from harness.workers import tail
 
 PATTERNS_FILE = Path(__file__).with_name("patterns.yaml")
 EXCERPT_LINES = 6
+STAGE_VERDICTS = {"convert": Verdict.CONVERT_ERROR, "quantize": Verdict.QUANTIZE_ERROR}
 
 
 @dataclass(frozen=True)
@@ -33,15 +34,19 @@ def patterns() -> tuple[Pattern, ...]:
 
 
 def classify(stage: str, log: str, error: str = "") -> Outcome:
-    """The verdict for a failure at `stage`; a failure no pattern explains is `unclassified-error`."""
+    """The verdict for a failure at `stage`.
+
+    The convert and quantize stages always give their own verdict (the pattern adds the reason and
+    ops); elsewhere a failure no pattern explains is `unclassified-error`.
+    """
     text = f"{log}\n{error}".strip()
     found = match(text, stage)
     if found is None:
-        return Outcome(verdict=Verdict.UNCLASSIFIED, stage=stage,
-                       reason=(error.strip().splitlines() or ["no error message"])[-1][:300],
-                       log_excerpt=tail(text, EXCERPT_LINES))
+        fallback = {"quantize": (Verdict.QUANTIZE_ERROR, "the quantization tool wrote no model")}.get(stage)
+        verdict, reason = fallback or (Verdict.UNCLASSIFIED, (error.strip().splitlines() or ["no error message"])[-1])
+        return Outcome(verdict=verdict, stage=stage, reason=reason[:300], log_excerpt=tail(text, EXCERPT_LINES))
     pattern, groups, excerpt = found
-    verdict = Verdict.CONVERT_ERROR if stage == "convert" else pattern.verdict
+    verdict = STAGE_VERDICTS.get(stage, pattern.verdict)
     return Outcome(verdict=verdict, stage=stage, reason=_reason(pattern, groups), ops=_ops(groups),
                    pattern=pattern.id, log_excerpt=excerpt)
 

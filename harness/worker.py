@@ -149,6 +149,20 @@ def convert(header: dict, _arrays: dict) -> tuple[dict, dict]:
     return {"produced": size > 0, "size_bytes": size, "seconds": seconds}, {}
 
 
+def quantize(header: dict, _arrays: dict) -> tuple[dict, dict]:
+    """Quantize a converted model with MNN's quantization tool (the C extension), judged by its output file."""
+    import _tools
+
+    dst = header["dst"]
+    if os.path.exists(dst):
+        os.remove(dst)
+    start = time.perf_counter()
+    _tools.mnnquant(["mnnquant", header["src"], dst, header["config"]])
+    seconds = time.perf_counter() - start
+    size = os.path.getsize(dst) if os.path.exists(dst) else 0
+    return {"produced": size > 0, "size_bytes": size, "seconds": seconds}, {}
+
+
 def run(header: dict, arrays: dict) -> tuple[dict, dict]:
     """Load a model with one API and run it `repeat` times on the given inputs."""
     inputs = [(name, _to_mnn_dtype(arrays[name])) for name in header["inputs"]]
@@ -269,7 +283,7 @@ def _describe_exception(error: BaseException) -> str:
     return f"{text} (caused by {type(cause).__name__}: {cause})" if cause else text
 
 
-HANDLERS = {"describe": describe, "convert": convert, "run": run}
+HANDLERS = {"describe": describe, "convert": convert, "quantize": quantize, "run": run}
 
 
 # ---------------------------------------------------------------- main loop

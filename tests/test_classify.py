@@ -184,6 +184,10 @@ CASES = {
         reason="use the Module API"),
     "int8-binary-session": Case("cpu-unsupported-data-type", Verdict.UNSUPPORTED_OP, _run(
         _graph("equal", _int8_equal), {"a": np.ones(4, np.int8), "b": np.ones(4, np.int8)}, "session"), ["Binary"]),
+    "gru-from-3.6.1-on-3.0.0": Case("reshape-error", Verdict.SHAPE_ERROR, lambda w, p: run_outcome(
+        w("3.0.0"), converted(w("3.6.1"), zoo_model("seq-gru", p / "gru.onnx"), p),
+        {"frames": np.ones((24, 1, 16), np.float32), "events": np.ones((10, 1, 8), np.float32)}, ["scores"],
+        "module"), ["Reshape"], reason="160 -> 16"),
     "broadcast": Case("broadcast-error", Verdict.SHAPE_ERROR, _run(
         _constants_that_do_not_broadcast, {"x": np.ones((2, 4), np.float32)}, "module"),
         reason="dim1 = 8, dim2 = 2"),

@@ -5,7 +5,17 @@ from __future__ import annotations
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from harness.records import Results, Verdict
-from harness.report.summary import MEANINGS, SYMBOLS, Summary, worst_delta
+from harness.report.summary import (
+    MEANINGS,
+    QUANT_CATEGORIES,
+    SYMBOLS,
+    Summary,
+    deltas_text,
+    dynamic_rows,
+    quant_category,
+    quantization_rows,
+    worst_delta,
+)
 
 
 def _cell(text: object) -> str:
@@ -16,11 +26,13 @@ def _cell(text: object) -> str:
 def environment() -> Environment:
     env = Environment(loader=PackageLoader("harness.report"), undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(cell=_cell, delta=worst_delta, symbol=lambda v: SYMBOLS[Verdict(v)])
+    env.filters.update(cell=_cell, delta=worst_delta, symbol=lambda v: SYMBOLS[Verdict(v)], deltas=deltas_text,
+                       category=lambda cell: QUANT_CATEGORIES[quant_category(cell)])
     return env
 
 
 def render_markdown(results: Results) -> str:
     template = "onnx-node.md.j2" if results.suite == "onnx-node" else "results.md.j2"
     return environment().get_template(template).render(
-        r=results, s=Summary(results), symbols=SYMBOLS, meanings=MEANINGS, Verdict=Verdict)
+        r=results, s=Summary(results), symbols=SYMBOLS, meanings=MEANINGS, Verdict=Verdict,
+        quantized=quantization_rows(results), dynamic=dynamic_rows(results), categories=QUANT_CATEGORIES)

@@ -9,6 +9,7 @@ from harness.records import CellRecord, Results, Verdict
 
 SYMBOLS = {
     Verdict.PASS: "✅", Verdict.WRONG_OUTPUT: "❌", Verdict.NONDETERMINISTIC: "🎲", Verdict.CONVERT_ERROR: "🔧",
+    Verdict.QUANTIZE_ERROR: "🧮",
     Verdict.LOAD_ERROR: "📂", Verdict.UNSUPPORTED_OP: "🚫", Verdict.SHAPE_ERROR: "📐", Verdict.CRASH: "💥",
     Verdict.TIMEOUT: "⏱️", Verdict.UNCLASSIFIED: "❓",
 }
@@ -18,6 +19,8 @@ MEANINGS = {
                           "where the reference has none",
     Verdict.NONDETERMINISTIC: "repeated runs of the same loaded model gave different outputs",
     Verdict.CONVERT_ERROR: "the converter produced no model; unsupported ONNX ops are named when the log says",
+    Verdict.QUANTIZE_ERROR: "MNN's quantization tool wrote no model (a crash or hang of it is crash or timeout at "
+                            "the quantize stage)",
     Verdict.LOAD_ERROR: "the runtime could not load the model or bind its inputs (e.g. an input not found, "
                         "an invalid buffer)",
     Verdict.UNSUPPORTED_OP: "the runtime loaded the model but cannot execute one of its ops",
@@ -87,7 +90,7 @@ class Summary:
             for op in outcome.ops:
                 gap = gaps.setdefault(op, OpGap(op))
                 gap.verdicts[outcome.verdict] += 1
-                if outcome.stage == "convert":
+                if outcome.stage in ("convert", "quantize"):
                     gap.converters.add(record.converter)
                 else:
                     gap.runtimes.add(f"{record.converter} → {record.runtime}")
@@ -108,3 +111,59 @@ def worst_delta(cell: CellRecord) -> str:
     if nans:
         parts.append(f"{nans} NaN/Inf")
     return ", ".join(parts)
+
+
+QUANT_CATEGORIES = {"ok": "✅ ok", "drifted": "〰️ drifted", "nan": "🕳️ NaN/Inf", "failed": "❌ failed"}
+
+
+def quant_category(cell: CellRecord) -> str:
+    """ok, drifted (ran but beyond tolerance), nan (NaN/Inf where the reference is finite), or failed."""
+    if cell.outcome.verdict == Verdict.PASS:
+        return "ok"
+    if cell.outcome.verdict == Verdict.WRONG_OUTPUT:
+        return "nan" if any(d.nan + d.inf > d.reference_nan + d.reference_inf for d in cell.outputs) else "drifted"
+    return "failed"
+
+
+@dataclass
+class QuantRow:
+    """One model x quantized variant x converter: did it quantize, and how did it run on each runtime."""
+
+    model: str
+    variant: str
+    converter: str
+    conversion: object  # ConversionRecord
+    runs: dict[str, list[CellRecord]]  # runtime -> its cells (each API, each memory mode)
+
+    @property
+    def size_ratio(self) -> float | None:
+        c = self.conversion
+        return c.size_bytes / c.float_size_bytes if c.size_bytes and c.float_size_bytes else None
+
+
+def quantization_rows(results: Results) -> list[QuantRow]:
+    conversions = {(c.model, c.variant, c.converter): c for c in results.conversions if c.quantize}
+    rows = {key: QuantRow(*key, conversion, defaultdict(list)) for key, conversion in conversions.items()}
+    for cell in results.cells:
+        row = rows.get((cell.model, cell.variant, cell.converter))
+        if row is not None:
+            row.runs[cell.runtime].append(cell)
+    return list(rows.values())
+
+
+def dynamic_rows(results: Results) -> list[tuple[str, str, str, str, CellRecord, CellRecord]]:
+    """Weight-quantized models run at normal and at low memory (dynamic quantization): (model, variant,
+    converter, runtime, normal cell, low cell), module API."""
+    by_key = {(c.model, c.variant, c.converter, c.runtime, c.api, c.memory): c for c in results.cells}
+    return [(m, v, conv, run, cell, by_key[m, v, conv, run, api, "normal"])
+            for (m, v, conv, run, api, memory), cell in by_key.items()
+            if memory == "low" and api == "module" and (m, v, conv, run, api, "normal") in by_key]
+
+
+def deltas_text(deltas: list) -> str:
+    """Worst cosine and relative L2 error over the outputs, e.g. 'cos 0.9987 · rel 0.070'."""
+    cosines = [d.cosine for d in deltas if d.cosine is not None]
+    errors = [d.rel_l2 for d in deltas if d.rel_l2 is not None]
+    if not cosines and not errors:
+        return ""
+    return f"cos {min(cosines):.4f} · rel {max(errors):.3f}" if cosines and errors else ""
