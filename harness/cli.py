@@ -14,6 +14,7 @@ from harness.modelstore import ModelError
 from harness.progress import Progress
 from harness.records import Results
 from harness.report import read_results, write_results
+from harness.report.html import render_html
 from harness.report.markdown import render_markdown
 from harness.selection import SUITES, Selection
 from harness.workspace import Workspace
@@ -83,15 +84,15 @@ def matrix(config: Path, toolchains, converters, runtimes, models, variants, api
 @click.argument("results_json", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                 default=DEFAULT_OUT / "results.json")  # or results.json.gz
 def report(results_json: Path) -> None:
-    """Render results.md again from a results.json."""
+    """Render results.md and results.html again from a results.json."""
     with _user_errors():
         try:
             results = read_results(results_json)
         except ValueError as error:
             raise ConfigError([f"{results_json}: not a results document: {str(error).splitlines()[0]}"]) from None
-    target = results_json.parent / "results.md"
-    target.write_text(render_markdown(results))
-    click.echo(f"wrote {target}")
+    for name, render in (("results.md", render_markdown), ("results.html", render_html)):
+        (results_json.parent / name).write_text(render(results))
+        click.echo(f"wrote {results_json.parent / name}")
 
 
 @main.command()

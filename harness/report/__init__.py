@@ -11,7 +11,8 @@ COMPRESS_ABOVE = 5000  # cells; a node-suite run is tens of MB of JSON, a few MB
 
 
 def write_results(results: Results, out: Path) -> list[Path]:
-    """Write results.json (gzipped when large) and results.md, each atomically; return their paths."""
+    """Write results.json (gzipped when large), results.md and results.html, each atomically; return their paths."""
+    from harness.report.html import render_html
     from harness.report.markdown import render_markdown
 
     out.mkdir(parents=True, exist_ok=True)
@@ -19,6 +20,7 @@ def write_results(results: Results, out: Path) -> list[Path]:
     document = results.model_dump_json(indent=None if large else 1).encode()
     files = {"results.json.gz": gzip.compress(document, mtime=0)} if large else {"results.json": document}
     files["results.md"] = render_markdown(results).encode()
+    files["results.html"] = render_html(results).encode()
     stale = out / ("results.json" if large else "results.json.gz")
     stale.unlink(missing_ok=True)
     for name, data in files.items():
