@@ -10,12 +10,13 @@ from pathlib import Path
 import click
 
 from harness.config import ConfigError
+from harness.history import record as record_history
 from harness.modelstore import ModelError
 from harness.progress import Progress
 from harness.records import Results
 from harness.report import read_results, write_results
 from harness.report.html import render_html
-from harness.report.markdown import render_markdown
+from harness.report.markdown import render_diff, render_markdown
 from harness.selection import SUITES, Selection
 from harness.workspace import Workspace
 
@@ -75,6 +76,8 @@ def matrix(config: Path, toolchains, converters, runtimes, models, variants, api
             with Progress(quiet=quiet) as progress:
                 results = run_matrix(config, selection, workspace, jobs, fresh, progress, suite)
             written = write_results(results, target)
+            if not selection.narrowed:
+                written.append(record_history(results, out))
             passed = sum(c.outcome.verdict == "pass" for c in results.cells)
             click.echo(f"{suite}: {passed} of {len(results.cells)} cells pass; wrote "
                        + " and ".join(str(path) for path in written))
@@ -83,16 +86,38 @@ def matrix(config: Path, toolchains, converters, runtimes, models, variants, api
 @main.command()
 @click.argument("results_json", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                 default=DEFAULT_OUT / "results.json")  # or results.json.gz
-def report(results_json: Path) -> None:
-    """Render results.md and results.html again from a results.json."""
+@click.option("--baseline", metavar="PATH_OR_URL", help="compare with this earlier results.json[.gz]")
+@click.option("--drift", type=float, default=1e-3, show_default=True,
+              help="report passing cells whose max |Δ| / max |ref| moved by more than this")
+@click.option("--fail-on-regression", is_flag=True, help="exit 1 if a cell that passed in the baseline fails now")
+def report(results_json: Path, baseline: str | None, drift: float, fail_on_regression: bool) -> None:
+    """Render results.md and results.html again; with --baseline, also a diff (diff.md)."""
+    from harness.diff import compare, load_results
+
     with _user_errors():
-        try:
-            results = read_results(results_json)
-        except ValueError as error:
-            raise ConfigError([f"{results_json}: not a results document: {str(error).splitlines()[0]}"]) from None
-    for name, render in (("results.md", render_markdown), ("results.html", render_html)):
-        (results_json.parent / name).write_text(render(results))
-        click.echo(f"wrote {results_json.parent / name}")
+        results = _read(results_json, read_results)
+        for name, render in (("results.md", render_markdown), ("results.html", render_html)):
+            (results_json.parent / name).write_text(render(results))
+            click.echo(f"wrote {results_json.parent / name}", err=True)
+        if baseline is None:
+            return
+        changes = compare(_read(baseline, load_results), results, drift, baseline, str(results_json))
+    text = render_diff(changes, drift)
+    (results_json.parent / "diff.md").write_text(text)
+    click.echo(text)
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a") as summary:
+            summary.write(text)
+    if fail_on_regression and changes.regressions:
+        click.echo(f"{len(changes.regressions)} cells that passed in the baseline fail now", err=True)
+        sys.exit(1)
+
+
+def _read(source, reader):
+    try:
+        return reader(source)
+    except (OSError, ValueError) as error:
+        raise ConfigError([f"{source}: not a readable results document: {str(error).splitlines()[0]}"]) from None
 
 
 @main.command()

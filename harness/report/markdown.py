@@ -36,3 +36,8 @@ def render_markdown(results: Results) -> str:
     return environment().get_template(template).render(
         r=results, s=Summary(results), symbols=SYMBOLS, meanings=MEANINGS, Verdict=Verdict,
         quantized=quantization_rows(results), dynamic=dynamic_rows(results), categories=QUANT_CATEGORIES)
+
+
+def render_diff(diff, drift: float, limit: int = 200) -> str:
+    """Markdown for a run-to-run diff, fit for a GitHub job summary."""
+    return environment().get_template("diff.md.j2").render(d=diff, drift=drift, limit=limit)

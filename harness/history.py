@@ -1,0 +1,43 @@
+"""Results history: each full run's results kept in `<results>/history/`, with a trend of pass counts
+per converter -> runtime pairing (trend.json, rendered as trend.md)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter
+from pathlib import Path
+
+from harness.records import Results, Verdict
+
+
+def record(results: Results, out: Path) -> Path:
+    """Keep this run's results and update the trend; returns the history file written."""
+    history = out / "history"
+    history.mkdir(parents=True, exist_ok=True)
+    stamp = results.run.finished.replace("-", "").replace(":", "").replace("+0000", "Z")
+    target = history / f"{stamp}-{results.suite}.json.gz"
+    target.write_bytes(gzip.compress(results.model_dump_json().encode(), mtime=0))
+    index_path = history / "trend.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else []
+    passed, total = Counter(), Counter()
+    for cell in results.cells:
+        pair = f"{cell.converter} -> {cell.runtime}"
+        total[pair] += 1
+        passed[pair] += cell.outcome.verdict == Verdict.PASS
+    entry = {"file": target.name, "suite": results.suite, "finished": results.run.finished,
+             "harness": results.run.harness.get("digest", "")[:12],
+             "toolchains": {t.id: t.provenance.get("sha") or t.version for t in results.toolchains if t.status == "ok"},
+             "pairs": {pair: [passed[pair], total[pair]] for pair in sorted(total)}}
+    index = sorted([e for e in index if e["file"] != target.name] + [entry], key=lambda e: e["finished"])
+    index_path.write_text(json.dumps(index, indent=1))
+    (history / "trend.md").write_text(render_trend(index))
+    return target
+
+
+def render_trend(index: list[dict]) -> str:
+    from harness.report.markdown import environment
+
+    suites = sorted({e["suite"] for e in index})
+    pairs = {suite: sorted({p for e in index if e["suite"] == suite for p in e["pairs"]}) for suite in suites}
+    return environment().get_template("trend.md.j2").render(index=index, suites=suites, pairs=pairs)
