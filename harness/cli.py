@@ -58,9 +58,12 @@ def main() -> None:
 @click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False),
               help="where results go [default: results/, or .mnn-matrix/results/ for a narrowed run]")
 @click.option("--fresh", is_flag=True, help="start over instead of resuming an interrupted run")
+@click.option("--reproducers/--no-reproducers", default=None,
+              help="write a reproducer bundle for every failing cell to .mnn-matrix/reproducers/<suite>/ "
+                   "[default: on for the zoo, off for onnx-node]")
 @click.option("--quiet", "-q", is_flag=True, help="no progress display")
 def matrix(config: Path, toolchains, converters, runtimes, models, variants, apis, suites, inputs, dims, jobs, out,
-           fresh: bool, quiet: bool) -> None:
+           fresh: bool, reproducers: bool | None, quiet: bool) -> None:
     """Convert every model with every converter and run it under every runtime."""
     from harness.matrix import load, run_matrix
 
@@ -73,9 +76,11 @@ def matrix(config: Path, toolchains, converters, runtimes, models, variants, api
             suites = ("zoo", "onnx-node") if load(config, Selection()).onnx_node.enabled else ("zoo",)
         for suite in suites:
             target = out if suite == "zoo" else out / suite
+            bundles = workspace.root / "reproducers" / suite if (
+                reproducers if reproducers is not None else suite == "zoo") else None
             with Progress(quiet=quiet) as progress:
-                results = run_matrix(config, selection, workspace, jobs, fresh, progress, suite)
-            written = write_results(results, target)
+                results = run_matrix(config, selection, workspace, jobs, fresh, progress, suite, reproducers=bundles)
+            written = write_results(results, target) + ([bundles] if bundles else [])
             if not selection.narrowed:
                 written.append(record_history(results, out))
             passed = sum(c.outcome.verdict == "pass" for c in results.cells)

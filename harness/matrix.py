@@ -21,6 +21,7 @@ from harness.plan import digest, harness_digest, make_plan
 from harness.progress import Progress
 from harness.provisioning import ready_toolchains
 from harness.records import ExcludedCase, ModelRecord, Results, RunInfo, VariantRecord
+from harness.reproducer import write_bundles
 from harness.runner import Runner
 from harness.selection import Selection, narrow
 from harness.suites import SUITE_MODELS
@@ -33,10 +34,12 @@ def load(config: Path, selection: Selection, suite: str = "zoo") -> Matrix:
 
 
 def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: int, fresh: bool,
-               progress: Progress, suite: str = "zoo", worker_requests: int = 2000) -> Results:
+               progress: Progress, suite: str = "zoo", worker_requests: int = 2000,
+               reproducers: Path | None = None) -> Results:
     """Run one suite of the matrix (resuming an interrupted run of the same plan) and return its results.
 
     `worker_requests` is how many requests a worker serves before it is replaced (1: a process per cell).
+    With `reproducers`, a reproducer bundle for every failing cell is written there.
     """
     started, clock = datetime.now(timezone.utc), time.monotonic()
     matrix = load(config, selection, suite)
@@ -61,7 +64,7 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
     excluded = [ExcludedCase(name=c.name, op=c.op, rule=c.rule, reason=c.reason) for c in chosen.excluded]
     ops = op_support(cells, chosen.models, toolchain_records, excluded) if suite == "onnx-node" else []
     used_variants = {v for names in chosen.variants.values() for v in names}
-    return Results(
+    results = Results(
         suite=suite,
         run=RunInfo(started=started.isoformat(timespec="seconds"),
                     finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -76,6 +79,10 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
                                 description=v.description) for v in matrix.variants if v.id in used_variants],
         excluded=excluded, conversions=[journal.conversions[c.key] for c in plan.conversions], cells=cells,
         op_support=ops, coverage=coverage(ops, toolchain_records))
+    if reproducers is not None:
+        with progress.task("bundles", total=None):
+            write_bundles(results, chosen.models, journal.run_dir, reproducers)
+    return results
 
 
 def host_info() -> dict:

@@ -1,0 +1,94 @@
+"""Reproducer bundles: everything needed to reproduce one failure with MNN alone, ready to attach to an
+upstream bug report. One bundle per failing (converter, runtime, model, variant): the model, its inputs
+and expected outputs (also in MNN's own test-directory layout), the converter flags, the converted
+model, and `reproduce.sh`, which sets up the same toolchains and prints the same verdicts."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tarfile
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+from harness.mnnfiles import write_test_dir
+from harness.modelstore import PreparedModel
+from harness.records import CellRecord, Results, ToolchainRecord, Verdict
+from harness.report.markdown import environment
+from harness.verdicts import PATTERNS_FILE
+from harness.workers import WORKER_SCRIPT
+
+BUNDLE_FILES = Path(__file__).with_name("bundle")
+
+
+def bundle_id(cell: CellRecord) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{cell.model}--{cell.variant}--{cell.converter}--to--{cell.runtime}")
+
+
+def write_bundles(results: Results, models: dict[str, PreparedModel], run_dir: Path, out: Path) -> list[Path]:
+    """A bundle (directory and .tar.gz) for every failing cell, one per converter, runtime, model and variant."""
+    groups: dict[str, list[CellRecord]] = defaultdict(list)
+    for cell in results.cells:
+        groups[bundle_id(cell)].append(cell)
+    failing = {key: cells for key, cells in groups.items() if any(c.outcome.verdict != Verdict.PASS for c in cells)}
+    return [write_bundle(results, cells, models[cells[0].model], run_dir, out / key) for key, cells in failing.items()]
+
+
+def write_bundle(results: Results, cells: list[CellRecord], model: PreparedModel, run_dir: Path, target: Path) -> Path:
+    """Write one bundle into `target` (replacing it) and pack it as `target`.tar.gz; returns the archive."""
+    first = cells[0]
+    conversion = next(c for c in results.conversions if (c.converter, c.model, c.variant) == (
+        first.converter, first.model, first.variant))
+    toolchains = {t.id: t for t in results.toolchains}
+    variant = next(v for v in results.variants if v.id == first.variant)
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    shutil.copy(model.onnx_path, target / "model.onnx")
+    shutil.copy(Path(model.directory) / "inputs.npz", target / "inputs.npz")
+    shutil.copy(Path(model.directory) / "reference.npz", target / "expected.npz")
+    write_test_dir(target / "mnn-test", model.load_inputs(), model.load_reference())
+    converted = run_dir / "converted" / f"{conversion.key[:24]}.mnn"
+    if conversion.outcome.verdict == Verdict.PASS and converted.exists():
+        shutil.copy(converted, target / "converted.mnn")
+    if conversion.quantize:
+        samples = next((run_dir / "calibration").glob(f"{model.name}-*/config.json"), None)
+        if samples is not None:
+            shutil.copytree(samples.parent, target / "calibration")
+    shutil.copy(WORKER_SCRIPT, target / "worker.py")
+    shutil.copy(BUNDLE_FILES / "reproduce.py", target / "reproduce.py")
+    (target / "patterns.json").write_text(json.dumps(yaml.safe_load(PATTERNS_FILE.read_text()), indent=1))
+    cell = {
+        "title": f"{first.model} ({first.variant}) converted by {first.converter}, run by {first.runtime}",
+        "converter": first.converter, "runtime": first.runtime, "model": first.model, "variant": first.variant,
+        "flags": conversion.flags, "quantize": conversion.quantize, "inputs": list(model.inputs),
+        "outputs": list(model.outputs), "apis": sorted({c.api for c in cells}),
+        "memory": sorted({c.memory for c in cells}),
+        "settings": {k: results.settings[k] for k in ("threads", "precision", "repeat")},
+        "tolerance": model.tolerance or variant.tolerance, "stage": conversion.outcome.stage
+        if conversion.outcome.verdict != Verdict.PASS else "run",
+        "recorded": [{"api": c.api, "memory": c.memory, "verdict": c.outcome.verdict.value, "stage": c.outcome.stage,
+                      "reason": c.outcome.reason, "log_excerpt": c.outcome.log_excerpt} for c in cells],
+        "toolchains": {t: toolchains[t].model_dump(include={"id", "kind", "version", "provenance"})
+                       for t in (first.converter, first.runtime)},
+    }
+    (target / "cell.json").write_text(json.dumps(cell, indent=1))
+    env = environment()
+    context = dict(cell=cell, title=cell["title"], stage=cell["stage"], needs_docker=any(
+        toolchains[t].kind != "pypi" for t in (first.converter, first.runtime)),
+        converter=_shell(toolchains[first.converter]), runtime=_shell(toolchains[first.runtime]))
+    script = target / "reproduce.sh"
+    script.write_text(env.from_string((BUNDLE_FILES / "reproduce.sh.j2").read_text()).render(**context))
+    script.chmod(0o755)
+    (target / "README.md").write_text(env.from_string((BUNDLE_FILES / "README.md.j2").read_text()).render(**context))
+    archive = target.with_name(target.name + ".tar.gz")
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(target, arcname=target.name)
+    return archive
+
+
+def _shell(toolchain: ToolchainRecord) -> dict:
+    return {"id": toolchain.id, "kind": toolchain.kind, "version": toolchain.version,
+            "image": toolchain.provenance.get("image", "")}
