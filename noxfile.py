@@ -19,8 +19,15 @@ def matrix(session: nox.Session) -> None:
 
 
 @nox.session
+def build(session: nox.Session) -> None:
+    """Build source toolchains (MNN from git) in Docker: `nox -s build -- [toolchain ids] [--mnn-repo PATH]`."""
+    session.install("-e", ".")
+    session.run("python", "-m", "harness", "build", *session.posargs)
+
+
+@nox.session
 def report(session: nox.Session) -> None:
-    """Render results/results.md again from results/results.json."""
+    """Render results/results.md and .html again; `-- --baseline PATH_OR_URL` adds a diff."""
     session.install("-e", ".")
     session.run("python", "-m", "harness", "report", *session.posargs)
 

@@ -141,6 +141,54 @@ def bench(config: Path, models: tuple[str, ...], jobs: int) -> None:
 
 
 @main.command()
+@click.argument("toolchain_ids", nargs=-1)
+@click.option("--config", "-c", type=click.Path(path_type=Path), default=Path("matrix.yaml"), show_default=True)
+@click.option("--mnn-repo", metavar="PATH_OR_URL",
+              help="take MNN from this mirror or directory instead of each toolchain's repository "
+                   "(also $MNN_MATRIX_MNN_REPO)")
+@click.option("--base", default=None, help="base image [default: a pinned Debian bookworm; 'debootstrap' builds "
+                                           "one offline, as happens by itself when no registry is reachable]")
+@click.option("--jobs", "-j", type=click.IntRange(1), help="compile jobs [default: cores, at most one per 2 GiB]")
+@click.option("--save-image", type=click.Path(path_type=Path, dir_okay=False),
+              help="also write the (single) built image here, gzipped, for another machine or CI job")
+def build(toolchain_ids: tuple[str, ...], config: Path, mnn_repo: str | None, base: str | None, jobs: int | None,
+          save_image: Path | None) -> None:
+    """Build source toolchains in Docker (all of them, or those named). Exit code 1 if any build failed."""
+    from harness.containers import DockerUnavailable, client
+    from harness.matrix import load
+    from harness.sourcebuild import PINNED_BASE
+    from harness.sourcebuild import build as build_one
+    from harness.sourcebuild import save_image as save
+
+    with _user_errors():
+        matrix = load(config, Selection())
+        sources = [t for t in matrix.toolchains if t.kind == "source"]
+        unknown = [t for t in toolchain_ids if t not in {s.id for s in sources}]
+        if unknown:
+            raise ConfigError([f"{t}: not a source toolchain in {config} (those are: "
+                               f"{', '.join(s.id for s in sources)})" for t in unknown])
+        chosen = [s for s in sources if not toolchain_ids or s.id in toolchain_ids]
+        if save_image and len(chosen) != 1:
+            raise ConfigError(["--save-image takes exactly one toolchain"])
+        try:
+            records = [build_one(spec, Workspace.default(), lambda line: click.echo(line, err=True), mnn_repo,
+                                 base or PINNED_BASE, jobs) for spec in chosen]
+        except DockerUnavailable as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(3)
+    for record in records:
+        size = f", {record.image_bytes / 2**20:.0f} MiB" if record.image_bytes else ""
+        click.echo(f"{record.toolchain}: {record.status} in {record.seconds:.0f}s"
+                   + (f": {record.image} (MNN {record.mnn_version}, {record.sha[:12]}{size})" if record.image
+                      else f": {record.reason}"))
+    if save_image and records[0].image:
+        save(client(), records[0].image, save_image)
+        click.echo(f"saved {records[0].image} to {save_image}")
+    if any(r.status == "failed" for r in records):
+        sys.exit(1)
+
+
+@main.command()
 def schema() -> None:
     """Print the JSON schema of results.json."""
     click.echo(json.dumps(Results.model_json_schema(), indent=2))

@@ -32,7 +32,20 @@ class PypiToolchain(Strict):
     requirements: list[str] = Field(default=[], description="extra pip requirements, e.g. a numpy pin")
 
 
-ToolchainSpec = PypiToolchain
+class SourceToolchain(Strict):
+    """MNN built from source in Docker (`nox -s build`) at a commit resolved from `ref`."""
+
+    id: Id
+    kind: Literal["source"]
+    version: Annotated[str, Field(pattern=r"^(\d+\.\d+\.\d+|latest)$",
+                                  description="what the built library must report, or 'latest'")]
+    repository: str = Field("https://github.com/alibaba/MNN.git",
+                            description="git URL, local mirror or plain directory ($MNN_MATRIX_MNN_REPO overrides)")
+    ref: str = Field(min_length=1, description="tag, branch or commit; HEAD is the default branch")
+
+
+ToolchainSpec = Annotated[PypiToolchain | SourceToolchain, Field(discriminator="kind")]
+KINDS = ("pypi", "source")
 
 
 class Tolerance(Strict):
@@ -118,7 +131,7 @@ class Matrix(Strict):
     onnx_node: NodeSuite = NodeSuite()
     run: RunSettings
 
-    def toolchain(self, id_: str) -> ToolchainSpec:
+    def toolchain(self, id_: str) -> PypiToolchain | SourceToolchain:
         return next(t for t in self.toolchains if t.id == id_)
 
     @property
@@ -148,7 +161,7 @@ def load_matrix(path: Path, model_names: set[str], model_tags: set[str]) -> Matr
     try:
         matrix = Matrix.model_validate(data)
     except ValidationError as error:
-        raise ConfigError([_format(path, lines, e["loc"], e["msg"], e.get("input")) for e in error.errors()]) from None
+        raise ConfigError([_format(path, lines, *_located(e)) for e in error.errors()]) from None
     problems = [_format(path, lines, loc, msg, value) for loc, msg, value in _reference_problems(
         matrix, model_names, model_tags)]
     if problems:
@@ -186,8 +199,17 @@ def _reference_problems(matrix: Matrix, names: set[str], tags: set[str]) -> list
     return problems
 
 
+def _located(error: dict) -> tuple[tuple, str, object]:
+    """Key path, message and value of a pydantic error; a bad `kind` is reported at the kind key."""
+    if error["type"] == "union_tag_invalid":
+        tag = error["ctx"]["tag"]
+        return (*error["loc"], "kind"), f"unknown kind (known: {', '.join(KINDS)})", tag
+    return error["loc"], error["msg"], error.get("input")
+
+
 def _format(path: Path, lines: dict[tuple, int], loc: tuple, message: str, value: object) -> str:
-    loc = tuple(part for part in loc if not (isinstance(part, str) and part.startswith("function-")))
+    loc = tuple(part for i, part in enumerate(loc) if not (isinstance(part, str) and part.startswith("function-"))
+                and not (part in KINDS and i and isinstance(loc[i - 1], int)))  # union tags are not keys
     key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "(top level)"
     line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
     where = f"{path}:{line}" if line else str(path)

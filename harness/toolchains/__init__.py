@@ -39,6 +39,7 @@ class Toolchain(ABC):
 
 def make_toolchain(spec: ToolchainSpec, workspace: Workspace) -> Toolchain:
     from harness.toolchains.pypi import PypiToolchain
+    from harness.toolchains.source import SourceToolchain
 
-    kinds: dict[str, type[Toolchain]] = {"pypi": PypiToolchain}
+    kinds: dict[str, type[Toolchain]] = {"pypi": PypiToolchain, "source": SourceToolchain}
     return kinds[spec.kind](spec, workspace)

@@ -1,0 +1,47 @@
+"""Source toolchains: MNN built from a commit by `nox -s build`, whose workers run in the toolchain's
+image with no network, the worker script mounted read-only and the workspace at the same path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from harness import containers, sourcebuild
+from harness.toolchains import ProvisionError, Toolchain
+from harness.workers import WORKER_SCRIPT, Process
+
+WORKER_IN_IMAGE = "/opt/mnn-matrix/worker.py"
+
+
+class SourceToolchain(Toolchain):
+    """Finds the image `nox -s build` made for this toolchain; a missing image is explained, not built."""
+
+    image: str = ""
+
+    def provision(self) -> dict:
+        try:
+            client = containers.client()
+        except containers.DockerUnavailable as error:
+            raise ProvisionError(f"source toolchains need Docker: {error}") from None
+        image = sourcebuild.find_image(client, self.id)
+        if image is None:
+            record = sourcebuild.read_record(self.workspace, self.id)
+            if record is not None and record.status == "failed":
+                raise ProvisionError(f"the build failed: {record.reason}", record.log_tail)
+            raise ProvisionError(f"not built yet: run `nox -s build -- {self.id}`")
+        labels = image.labels
+        self.image = image.tags[0] if image.tags else image.id
+        return {"kind": "source", "image": self.image, "image_id": image.id,
+                "sha": labels.get(f"{sourcebuild.LABEL}.sha", ""), "ref": labels.get(f"{sourcebuild.LABEL}.ref", ""),
+                "repository": labels.get(f"{sourcebuild.LABEL}.repository", ""),
+                "recipe": labels.get(f"{sourcebuild.LABEL}.recipe", "")[:12]}
+
+    def launch(self, socket_path: Path, log_path: Path) -> Process:
+        mounts = {str(WORKER_SCRIPT): {"bind": WORKER_IN_IMAGE, "mode": "ro"}}
+        for shared in {socket_path.parent, log_path.parent, self.workspace.root}:
+            mounts[str(shared)] = {"bind": str(shared), "mode": "rw"}  # same paths inside and out
+        container = containers.client().containers.run(
+            self.image, ["python", "-I", WORKER_IN_IMAGE, "--socket", str(socket_path), "--log", str(log_path)],
+            detach=True, network_mode="none", user=f"{os.getuid()}:{os.getgid()}", volumes=mounts,
+            labels={f"{sourcebuild.LABEL}.worker": self.id})
+        return containers.ContainerProcess(container)
