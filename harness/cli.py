@@ -49,8 +49,9 @@ def main() -> None:
 @click.option("--variant", "-v", "variants", multiple=True, help="only these conversion variants")
 @click.option("--api", "apis", multiple=True, type=click.Choice(["module", "session"]), help="only these APIs")
 @click.option("--suite", "suites", multiple=True, type=click.Choice(SUITES),
-              help="zoo: the model zoo (and your models); onnx-node: ONNX's node conformance suite "
-                   "[default: zoo, plus onnx-node when matrix.yaml enables it]")
+              help="zoo: the model zoo (and your models); onnx-node: ONNX's node conformance suite, where "
+                   "--model names ops or cases [default: zoo, plus onnx-node when matrix.yaml enables it and "
+                   "no --model is given]")
 @click.option("--inputs", type=click.Path(path_type=Path, dir_okay=False), help="inputs (.npz) for your model")
 @click.option("--dim", "dims", multiple=True, callback=_dims, help="a symbolic input dimension: NAME=N")
 @click.option("--jobs", "-j", type=click.IntRange(1), default=os.cpu_count() or 1, show_default="all cores",
@@ -72,8 +73,9 @@ def matrix(config: Path, toolchains, converters, runtimes, models, variants, api
     workspace = Workspace.default()
     out = out or (workspace.root / "results" if selection.narrowed else DEFAULT_OUT)
     with _user_errors():
-        if not suites:
-            suites = ("zoo", "onnx-node") if load(config, Selection()).onnx_node.enabled else ("zoo",)
+        if not suites:  # the node suite too when enabled, unless --model picked zoo or user models
+            enabled = load(config, Selection()).onnx_node.enabled and not selection.models
+            suites = ("zoo", "onnx-node") if enabled else ("zoo",)
         for suite in suites:
             target = out if suite == "zoo" else out / suite
             bundles = workspace.root / "reproducers" / suite if (
