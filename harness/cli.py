@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -82,12 +83,14 @@ def matrix(config: Path, toolchains, converters, runtimes, models, variants, api
                 reproducers if reproducers is not None else suite == "zoo") else None
             with Progress(quiet=quiet) as progress:
                 results = run_matrix(config, selection, workspace, jobs, fresh, progress, suite, reproducers=bundles)
+            started = time.monotonic()
             written = write_results(results, target) + ([bundles] if bundles else [])
             if not selection.narrowed:
                 written.append(record_history(results, out))
             passed = sum(c.outcome.verdict == "pass" for c in results.cells)
-            click.echo(f"{suite}: {passed} of {len(results.cells)} cells pass; wrote "
-                       + " and ".join(str(path) for path in written))
+            phases = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in results.run.phases.items())
+            click.echo(f"{suite}: {passed} of {len(results.cells)} cells pass ({phases}, report "
+                       f"{time.monotonic() - started:.1f}s); wrote " + ", ".join(str(path) for path in written))
 
 
 @main.command()
