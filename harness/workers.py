@@ -17,6 +17,7 @@ import numpy as np
 from harness.worker import recv_message, send_message
 
 WORKER_SCRIPT = Path(__file__).with_name("worker.py")
+WORKER_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}  # MNN's own threads are set per request
 TAIL_LINES = 30
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from harness.toolchains import ProvisionError, Toolchain
-from harness.workers import WORKER_SCRIPT, LocalProcess, Process, tail
+from harness.workers import WORKER_ENVIRONMENT, WORKER_SCRIPT, LocalProcess, Process, tail
 
 PROBE = ("import json, platform, MNN, numpy; print('\\nPROBE ' + json.dumps({'mnn_version': MNN.version(), "
          "'numpy_version': numpy.__version__, 'python': platform.python_version()}))")
@@ -57,7 +58,8 @@ class PypiToolchain(Toolchain):
         with log_path.open("w") as log:  # catches what Python prints before the worker takes over fd 2
             return LocalProcess(subprocess.Popen(
                 [str(self.python), "-I", str(WORKER_SCRIPT), "--socket", str(socket_path), "--log", str(log_path)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True))
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                env={**os.environ, **WORKER_ENVIRONMENT}))
 
     def _step(self, argv: list[str], log, failure: str) -> str:
         log.write(f"$ {' '.join(argv)}\n")

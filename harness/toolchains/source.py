@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness import containers, sourcebuild
 from harness.toolchains import ProvisionError, Toolchain
-from harness.workers import WORKER_SCRIPT, Process
+from harness.workers import WORKER_ENVIRONMENT, WORKER_SCRIPT, Process
 
 WORKER_IN_IMAGE = "/opt/mnn-matrix/worker.py"
 
@@ -43,5 +43,6 @@ class SourceToolchain(Toolchain):
         container = containers.client().containers.run(
             self.image, ["python", "-I", WORKER_IN_IMAGE, "--socket", str(socket_path), "--log", str(log_path)],
             detach=True, network_mode="none", user=f"{os.getuid()}:{os.getgid()}", volumes=mounts,
+            environment=WORKER_ENVIRONMENT,
             labels={f"{sourcebuild.LABEL}.worker": self.id})
         return containers.ContainerProcess(container)
