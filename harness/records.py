@@ -145,6 +145,7 @@ class ConversionRecord(Record):
     quantize: dict | None = None  # post-training quantization settings, for quantized variants
     quantized_with: dict = {}  # the methods the quantization tool says it used (it may switch, e.g. to EMA)
     outcome: Outcome
+    reconversion_differs: str = ""  # how a second conversion's model differed from the first ('' if identical)
     size_bytes: int = 0  # the final model (quantized, for quantized variants)
     float_size_bytes: int = 0  # the float model a quantized variant started from
     convert_s: float | None = None

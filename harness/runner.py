@@ -24,6 +24,7 @@ from harness.calibration import write_calibration
 from harness.compare import compare_output, disagreement
 from harness.config import Matrix, Quantize, Tolerance
 from harness.journal import Journal
+from harness.mnnfiles import model_difference
 from harness.modelstore import PreparedModel
 from harness.plan import Cell, Conversion, digest
 from harness.records import CellRecord, ConversionRecord, Outcome, OutputDelta, Verdict
@@ -138,6 +139,8 @@ class Runner:
         converted = self.float_path(conversion.key) if conversion.quantize else self.converted_path(conversion.key)
         request = {"op": "convert", "src": str(model.onnx_path), "dst": str(converted), "flags": list(conversion.flags)}
         step = self._step(conversion.converter, "convert", request)
+        if step.outcome.verdict == Verdict.PASS:
+            base["reconversion_differs"] = self._reconvert(conversion.converter, request)
         if step.outcome.verdict != Verdict.PASS or not conversion.quantize:
             return ConversionRecord(**base, outcome=step.outcome, size_bytes=step.size, convert_s=step.seconds,
                                     wall_s=step.wall_s)
@@ -152,6 +155,16 @@ class Runner:
                                 float_size_bytes=step.size, quantized_with=dict(QUANT_METHOD.findall(quantized.log)),
                                 convert_s=step.seconds, quantize_s=quantized.seconds,
                                 wall_s=step.wall_s + quantized.wall_s)
+
+    def _reconvert(self, toolchain: str, request: dict) -> str:
+        """Convert again and say how the second model differs from the first ('' if it does not)."""
+        again = Path(request["dst"]).with_suffix(".again.mnn")
+        step = self._step(toolchain, "convert", {**request, "dst": str(again)})
+        if step.outcome.verdict != Verdict.PASS:
+            return f"the second one failed: {step.outcome.verdict.value} {step.outcome.reason}".strip()
+        difference = model_difference(Path(request["dst"]), again)
+        again.unlink()
+        return difference
 
     def _step(self, toolchain: str, stage: str, request: dict) -> Step:
         """One convert or quantize request, judged by the file it writes."""
@@ -183,19 +196,21 @@ class Runner:
         try:
             reply = self.request(cell.runtime, request, inputs, timeout=settings.timeouts.run_s)
         except WorkerLost as lost:
-            return CellRecord(**base, outcome=verdicts.lost(lost.kind, "run", lost.detail, lost.log_tail))
+            return CellRecord(**base, outcome=self._luck(conversion, verdicts.lost(lost.kind, "run", lost.detail,
+                                                                                  lost.log_tail)))
         header = reply.header
         if not header["ok"]:
             outcome = verdicts.classify(header["stage"], header["log"], header["error"])
-            return CellRecord(**base, outcome=outcome.model_copy(update={"note": header.get("note", "")}),
-                              wall_s=reply.wall_s)
+            return CellRecord(**base, outcome=self._luck(conversion, outcome.model_copy(
+                update={"note": header.get("note", "")})), wall_s=reply.wall_s)
         repeats = [{name: reply.arrays[f"{i}/{name}"] for name in reference} for i in range(settings.repeat)]
         model = self.models[cell.model]
         tolerance = Tolerance(**model.tolerance) if model.tolerance else self.matrix.variant(cell.variant).tolerance
         deltas = [compare_output(name, repeats[0][name], reference[name], tolerance) for name in reference]
         differs = disagreement(repeats)
         outcome = verdicts.judge_outputs(deltas, differs, header["log"])
-        return CellRecord(**base, outcome=outcome.model_copy(update={"note": header.get("note", "")}), outputs=deltas,
+        return CellRecord(**base, outcome=self._luck(conversion, outcome.model_copy(
+            update={"note": header.get("note", "")})), outputs=deltas,
                           outputs_vs_float=self._against_float(cell, request, inputs, repeats[0], tolerance)
                           if conversion.quantize else [],
                           repeats_agree=differs is None, load_s=header["load_s"], run_s=header["run_s"],
@@ -214,6 +229,13 @@ class Runner:
         return [compare_output(name, value, reply.arrays[f"0/{name}"], tolerance) for name, value in outputs.items()]
 
     # -------------------------------------------------------------- helpers
+
+    @staticmethod
+    def _luck(conversion: ConversionRecord, outcome: Outcome) -> Outcome:
+        """A run's outcome, qualified when its converter does not write the same model twice."""
+        if not conversion.reconversion_differs:
+            return outcome
+        return verdicts.unstable_conversion(outcome, conversion.reconversion_differs)
 
     def converted_path(self, key: str) -> Path:
         return self.journal.converted_dir / f"{key[:24]}.mnn"

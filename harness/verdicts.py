@@ -108,3 +108,13 @@ def judge_outputs(deltas: list[OutputDelta], disagreement: str | None, log: str)
     if disagreement is not None:
         return Outcome(verdict=Verdict.NONDETERMINISTIC, stage="run", reason=disagreement, **evidence)
     return Outcome(verdict=Verdict.WRONG_OUTPUT, stage="compare", reason="; ".join(failed)[:500], **evidence)
+
+
+def unstable_conversion(outcome: Outcome, difference: str) -> Outcome:
+    """A run of a model its converter writes differently each time: whether it passes is luck, so a pass
+    or a wrong output becomes `nondeterministic` (stage convert); a failure keeps its verdict, with a note."""
+    unstable = f"two conversions of this model differ ({difference})"
+    if outcome.verdict not in (Verdict.PASS, Verdict.WRONG_OUTPUT, Verdict.NONDETERMINISTIC):
+        return outcome.model_copy(update={"note": "; ".join(filter(None, [outcome.note, unstable]))})
+    return outcome.model_copy(update={"verdict": Verdict.NONDETERMINISTIC, "stage": "convert",
+                                      "reason": f"{unstable}; with the one run: {outcome.reason or 'pass'}"})

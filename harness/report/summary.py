@@ -17,7 +17,8 @@ MEANINGS = {
     Verdict.PASS: "ran, and every output is within the variant's tolerance; repeated runs agree bitwise",
     Verdict.WRONG_OUTPUT: "ran, but an output is beyond tolerance, has the wrong shape, or has NaN/Inf "
                           "where the reference has none",
-    Verdict.NONDETERMINISTIC: "repeated runs of the same loaded model gave different outputs",
+    Verdict.NONDETERMINISTIC: "repeated runs of the same loaded model gave different outputs, or the converter "
+                              "writes a different model each time (so a pass is luck)",
     Verdict.CONVERT_ERROR: "the converter produced no model; unsupported ONNX ops are named when the log says",
     Verdict.QUANTIZE_ERROR: "MNN's quantization tool wrote no model (a crash or hang of it is crash or timeout at "
                             "the quantize stage)",

@@ -1,0 +1,50 @@
+"""Every conversion is done twice: a converter that writes a different model each time makes a pass luck."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import conv_model
+
+from harness import verdicts
+from harness.mnnfiles import model_difference
+from harness.records import Outcome, Verdict
+
+
+def convert_twice(worker_for, tmp_path: Path, version: str) -> tuple[Path, Path]:
+    worker, source = worker_for(version), conv_model(tmp_path / "conv.onnx")
+    paths = tmp_path / "first.mnn", tmp_path / "second.mnn"
+    for path in paths:
+        reply = worker.request({"op": "convert", "src": str(source), "dst": str(path), "flags": []})
+        assert reply.header["produced"], reply.header["log"]
+    return paths
+
+
+def test_two_real_conversions_differ_only_by_their_uuid_which_is_ignored(worker_for, tmp_path: Path) -> None:
+    first, second = convert_twice(worker_for, tmp_path, "3.6.1")
+    assert first.read_bytes() != second.read_bytes(), "MNN stamps a random uuid on every conversion"
+    assert model_difference(first, second) == ""
+
+
+def test_a_changed_weight_in_a_real_model_is_found_and_located(worker_for, tmp_path: Path) -> None:
+    first, second = convert_twice(worker_for, tmp_path, "3.0.0")
+    data = bytearray(second.read_bytes())
+    data[-100] ^= 0xFF
+    second.write_bytes(bytes(data))
+    assert model_difference(first, second) == f"1 of {len(data)} bytes differ, from offset {len(data) - 100}"
+
+
+def test_an_unstable_conversion_turns_pass_and_wrong_output_into_nondeterministic() -> None:
+    difference = "3 of 9276 bytes differ, from offset 8573"
+    passed = verdicts.unstable_conversion(Outcome(verdict=Verdict.PASS, stage="compare"), difference)
+    assert (passed.verdict, passed.stage) == (Verdict.NONDETERMINISTIC, "convert")
+    assert difference in passed.reason and passed.reason.endswith("pass")
+    wrong = Outcome(verdict=Verdict.WRONG_OUTPUT, stage="compare", reason="Y: 190 of 192 elements outside")
+    assert verdicts.unstable_conversion(wrong, difference).reason.endswith("Y: 190 of 192 elements outside")
+
+
+def test_an_unstable_conversion_leaves_a_real_failure_its_verdict_with_a_note() -> None:
+    crash = Outcome(verdict=Verdict.CRASH, stage="run", reason="killed by SIGSEGV", note="retried")
+    marked = verdicts.unstable_conversion(crash, "12 and 14 bytes long")
+    assert (marked.verdict, marked.reason) == (Verdict.CRASH, "killed by SIGSEGV")
+    assert marked.note == "retried; two conversions of this model differ (12 and 14 bytes long)"
