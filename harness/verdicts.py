@@ -117,4 +117,4 @@ def unstable_conversion(outcome: Outcome, difference: str) -> Outcome:
     if outcome.verdict not in (Verdict.PASS, Verdict.WRONG_OUTPUT, Verdict.NONDETERMINISTIC):
         return outcome.model_copy(update={"note": "; ".join(filter(None, [outcome.note, unstable]))})
     return outcome.model_copy(update={"verdict": Verdict.NONDETERMINISTIC, "stage": "convert",
-                                      "reason": f"{unstable}; with the one run: {outcome.reason or 'pass'}"})
+                                      "reason": f"{unstable}; the one that ran: {outcome.reason or 'pass'}"})

@@ -220,6 +220,13 @@ def input_identity_cast() -> Graph:
     return g
 
 
+def constant_of_shape_default() -> Graph:
+    g = Graph("constant_of_shape_default")
+    x = g.input("x", [2, 3, 16])
+    g.output(g.op("Add", [x, g.op("ConstantOfShape", [g.op("Shape", [x])])]), "y")  # no `value`: zeros
+    return g
+
+
 def _spec(builder, tags: str, guards: str, opset: int = 17) -> ModelSpec:
     name = "micro-" + builder.__name__.rstrip("_").replace("_", "-")
     return ModelSpec(name, lambda: builder().model(opset), ("micro", *tags.split()), guards)
@@ -257,4 +264,6 @@ MODELS = [
           opset=17),
     _spec(input_identity_cast, "tensor llm", "an input through Identity then Cast: 'tensor [ X ] is input but "
                                              "not found', then SIGSEGV, on a 3.0.0 runtime"),
+    _spec(constant_of_shape_default, "tensor llm", "ConstantOfShape without `value` (zeros), as ONNX's expanded "
+                                                   "Attention has: converters fill it with uninitialized memory"),
 ]

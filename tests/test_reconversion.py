@@ -9,6 +9,7 @@ from helpers import conv_model
 from harness import verdicts
 from harness.mnnfiles import model_difference
 from harness.records import Outcome, Verdict
+from models import ZOO
 
 
 def convert_twice(worker_for, tmp_path: Path, version: str) -> tuple[Path, Path]:
@@ -48,3 +49,14 @@ def test_an_unstable_conversion_leaves_a_real_failure_its_verdict_with_a_note() 
     marked = verdicts.unstable_conversion(crash, "12 and 14 bytes long")
     assert (marked.verdict, marked.reason) == (Verdict.CRASH, "killed by SIGSEGV")
     assert marked.note == "retried; two conversions of this model differ (12 and 14 bytes long)"
+
+
+def test_a_converter_that_writes_uninitialized_memory_is_caught(worker_for, tmp_path: Path) -> None:
+    """ConstantOfShape without `value`: real MNN 3.6.1 fills it with whatever memory held (zoo model
+    micro-constant-of-shape-default). Of three conversions in one worker at least two differ."""
+    source = tmp_path / "model.onnx"
+    source.write_bytes(ZOO["micro-constant-of-shape-default"].build().SerializeToString())
+    worker, paths = worker_for("3.6.1"), [tmp_path / f"{i}.mnn" for i in range(3)]
+    for path in paths:
+        worker.request({"op": "convert", "src": str(source), "dst": str(path), "flags": []})
+    assert any(model_difference(a, b) for a, b in [(paths[0], paths[1]), (paths[1], paths[2]), (paths[0], paths[2])])
