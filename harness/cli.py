@@ -212,7 +212,8 @@ class _user_errors:
             sys.exit(2)
         if isinstance(error, KeyboardInterrupt):
             click.echo("interrupted: finished cells are kept; run the same command again to resume", err=True)
-            sys.exit(130)
+            sys.stdout.flush()
+            os._exit(130)  # now: not after threads still finishing their cell, or native libraries' exit handlers
         return False
 
 

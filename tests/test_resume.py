@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def matrix_command(config: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "harness", "matrix", "--config", str(config), "--out", str(out), "--jobs", "1"]
+    return [sys.executable, "-m", "harness", "matrix", "--config", str(config), "--out", str(out), "--jobs", "1",
+            "--suite", "zoo"]
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
