@@ -50,7 +50,7 @@ def _ready(toolchain: Toolchain, roles: list[str]) -> ToolchainRecord:
     except (WorkerStartError, WorkerLost) as error:
         return ToolchainRecord(**base, status="unavailable", reason=f"the worker does not run: {error}",
                                log_tail=getattr(error, "log_tail", ""))
-    if reply.header["mnn_version"] != spec.version:
+    if spec.version != "latest" and reply.header["mnn_version"] != spec.version:
         return ToolchainRecord(**base, status="unavailable", provenance=provenance,
                                reason=f"imports MNN {reply.header['mnn_version']}, not {spec.version}")
     provenance = {**provenance, **{k: reply.header[k] for k in ("mnn_version", "numpy_version", "python",

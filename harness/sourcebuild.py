@@ -93,14 +93,16 @@ def find_image(client, toolchain: str, recipe_digest: str | None = None):
 def build(spec: SourceToolchain, workspace: Workspace, log: Log, repository: str | None = None,
           base: str = PINNED_BASE, jobs: int | None = None) -> BuildRecord:
     """Build one source toolchain (or find it built); the record says how it went. Never raises for a
-    failed build: only a missing Docker daemon is raised (DockerUnavailable)."""
+    failed build: only a missing Docker daemon is raised (DockerUnavailable). A cache hit leaves the
+    log and record of the build that made the image in place."""
     started = time.monotonic()
     directory = build_dir(workspace, spec.id)
     directory.mkdir(parents=True, exist_ok=True)
     source = Source.of(spec.repository, spec.ref, repository)
     record = BuildRecord(spec.id, "failed", repository=source.location, ref=spec.ref)
     client = containers.client()
-    with (directory / "build.log").open("w") as log_file:
+    attempt = directory / "attempt.log"
+    with attempt.open("w") as log_file:
         def say(line: str) -> None:
             log(line)
             log_file.write(line.rstrip("\n") + "\n")
@@ -138,8 +140,13 @@ def build(spec: SourceToolchain, workspace: Workspace, log: Log, repository: str
             say(f"{spec.id}: build failed: {error}")
     record.seconds = round(time.monotonic() - started, 1)
     if record.status == "failed":
-        record.log_tail = tail((directory / "build.log").read_text(errors="replace"), 40)
-    (directory / "status.json").write_text(json.dumps(asdict(record), indent=1))
+        record.log_tail = tail(attempt.read_text(errors="replace"), 40)
+    kept = read_record(workspace, spec.id)
+    if record.status == "cached" and kept is not None and kept.image == record.image:
+        attempt.unlink()
+    else:
+        attempt.replace(directory / "build.log")
+        (directory / "status.json").write_text(json.dumps(asdict(record), indent=1))
     return record
 
 

@@ -52,7 +52,7 @@ def wheel_image(docker_client, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 CONFIG = {
     "toolchains": [{"id": "pypi-3.0.0", "kind": "pypi", "version": "3.0.0"},
-                   {"id": TOOLCHAIN, "kind": "source", "version": "3.6.1", "ref": "HEAD"}],
+                   {"id": TOOLCHAIN, "kind": "source", "version": "latest", "ref": "HEAD"}],  # whatever it reports
     "variants": [{"id": "fp32", "flags": [], "tolerance": {"max_abs_ratio": 0.001}}],
     "models": [{"name": "micro-silu", "variants": ["fp32"]}, {"name": "micro-conv", "variants": ["fp32"]}],
     "run": {"apis": ["module", "session"], "threads": 1, "precision": "normal", "repeat": 2},
@@ -136,9 +136,15 @@ def test_a_second_build_of_the_same_commit_and_recipe_is_a_cache_hit(wheel_image
     tag = f"mnn-matrix/cached:{sha[:12]}-{digest[:8]}"
     docker_client.images.get(wheel_image).tag(tag)  # as if this commit had been built with this recipe
     try:
-        record = sourcebuild.build(spec, Workspace(tmp_path / "ws"), print)
+        space = Workspace(tmp_path / "ws")
+        record = sourcebuild.build(spec, space, print)
         assert record.status == "cached" and record.image == tag and record.mnn_version == "3.6.1"
         assert record.seconds < 60
+        log = sourcebuild.build_dir(space, "cached") / "build.log"
+        log.write_text("the full log of the build that made this image\n")
+        again = sourcebuild.build(spec, space, print)
+        assert again.status == "cached" and "the full log" in log.read_text(), "a cache hit keeps the build's log"
+        assert sourcebuild.read_record(space, "cached").image == tag
     finally:
         docker_client.images.remove(tag)
 
