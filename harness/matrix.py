@@ -21,7 +21,7 @@ from harness.plan import digest, harness_digest, make_plan
 from harness.progress import Progress
 from harness.provisioning import ready_toolchains
 from harness.records import ExcludedCase, ModelRecord, Results, RunInfo, VariantRecord
-from harness.reproducer import write_bundles
+from harness.reproducer import failing_groups, write_bundles
 from harness.runner import Runner
 from harness.selection import Selection, narrow
 from harness.suites import SUITE_MODELS
@@ -80,8 +80,10 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
         excluded=excluded, conversions=[journal.conversions[c.key] for c in plan.conversions], cells=cells,
         op_support=ops, coverage=coverage(ops, toolchain_records))
     if reproducers is not None:
-        with progress.task("bundles", total=None):
-            write_bundles(results, chosen.models, journal.run_dir, reproducers)
+        with progress.task("reproducers", total=len(failing_groups(results))) as advance:
+            write_bundles(results, chosen.models, journal.run_dir, reproducers, advance)
+        results = results.model_copy(update={"run": results.run.model_copy(update={
+            "phases": dict(progress.durations), "duration_s": round(time.monotonic() - clock, 3)})})
     return results
 
 

@@ -10,6 +10,7 @@ import re
 import shutil
 import tarfile
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -28,17 +29,28 @@ def bundle_id(cell: CellRecord) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{cell.model}--{cell.variant}--{cell.converter}--to--{cell.runtime}")
 
 
-def write_bundles(results: Results, models: dict[str, PreparedModel], run_dir: Path, out: Path) -> list[Path]:
-    """A bundle (directory and .tar.gz) for every failing cell, one per converter, runtime, model and variant."""
+def failing_groups(results: Results) -> dict[str, list[CellRecord]]:
+    """The cells of each (converter, runtime, model, variant) with a failure, by bundle id."""
     groups: dict[str, list[CellRecord]] = defaultdict(list)
     for cell in results.cells:
         groups[bundle_id(cell)].append(cell)
-    failing = {key: cells for key, cells in groups.items() if any(c.outcome.verdict != Verdict.PASS for c in cells)}
-    return [write_bundle(results, cells, models[cells[0].model], run_dir, out / key) for key, cells in failing.items()]
+    return {key: cells for key, cells in groups.items() if any(c.outcome.verdict != Verdict.PASS for c in cells)}
 
 
-def write_bundle(results: Results, cells: list[CellRecord], model: PreparedModel, run_dir: Path, target: Path) -> Path:
-    """Write one bundle into `target` (replacing it) and pack it as `target`.tar.gz; returns the archive."""
+def write_bundles(results: Results, models: dict[str, PreparedModel], run_dir: Path, out: Path,
+                  advance: Callable[[], None] = lambda: None) -> list[Path]:
+    """A bundle (directory and .tar.gz) for every failing cell, one per converter, runtime, model and variant."""
+    archives, test_dirs = [], {}
+    for key, cells in failing_groups(results).items():
+        archives.append(write_bundle(results, cells, models[cells[0].model], run_dir, out / key, test_dirs))
+        advance()
+    return archives
+
+
+def write_bundle(results: Results, cells: list[CellRecord], model: PreparedModel, run_dir: Path, target: Path,
+                 test_dirs: dict[str, Path] | None = None) -> Path:
+    """Write one bundle into `target` (replacing it) and pack it as `target`.tar.gz; returns the archive.
+    `test_dirs` remembers each model's MNN test directory, written once and copied after."""
     first = cells[0]
     conversion = next(c for c in results.conversions if (c.converter, c.model, c.variant) == (
         first.converter, first.model, first.variant))
@@ -49,7 +61,11 @@ def write_bundle(results: Results, cells: list[CellRecord], model: PreparedModel
     shutil.copy(model.onnx_path, target / "model.onnx")
     shutil.copy(Path(model.directory) / "inputs.npz", target / "inputs.npz")
     shutil.copy(Path(model.directory) / "reference.npz", target / "expected.npz")
-    write_test_dir(target / "mnn-test", model.load_inputs(), model.load_reference())
+    test_dirs = {} if test_dirs is None else test_dirs
+    if model.name in test_dirs and test_dirs[model.name].is_dir():
+        shutil.copytree(test_dirs[model.name], target / "mnn-test")
+    else:
+        test_dirs[model.name] = write_test_dir(target / "mnn-test", model.load_inputs(), model.load_reference())
     converted = run_dir / "converted" / f"{conversion.key[:24]}.mnn"
     if conversion.outcome.verdict == Verdict.PASS and converted.exists():
         shutil.copy(converted, target / "converted.mnn")
