@@ -16,8 +16,7 @@ from harness.modelstore import ModelError
 from harness.progress import Progress
 from harness.records import Results
 from harness.report import read_results, write_results
-from harness.report.html import render_html
-from harness.report.markdown import render_diff, render_markdown
+from harness.report.markdown import render_diff
 from harness.selection import SUITES, Selection
 from harness.workspace import Workspace
 
@@ -94,24 +93,25 @@ def matrix(config: Path, toolchains, converters, runtimes, models, variants, api
 
 
 @main.command()
-@click.argument("results_json", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                default=DEFAULT_OUT / "results.json")  # or results.json.gz
+@click.argument("results_json", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=False)
 @click.option("--baseline", metavar="PATH_OR_URL", help="compare with this earlier results.json[.gz]")
 @click.option("--drift", type=float, default=1e-3, show_default=True,
               help="report passing cells whose max |Δ| / max |ref| moved by more than this")
 @click.option("--fail-on-regression", is_flag=True, help="exit 1 if a cell that passed in the baseline fails now")
-def report(results_json: Path, baseline: str | None, drift: float, fail_on_regression: bool) -> None:
+def report(results_json: Path | None, baseline: str | None, drift: float, fail_on_regression: bool) -> None:
     """Render results.md and results.html again; with --baseline, also a diff (diff.md)."""
-    from harness.diff import compare, load_results
+    from harness.diff import compare
 
+    if results_json is None:  # the default run's document, whichever size it is
+        results_json = next((p for p in (DEFAULT_OUT / "results.json", DEFAULT_OUT / "results.json.gz") if p.exists()),
+                            DEFAULT_OUT / "results.json")
     with _user_errors():
         results = _read(results_json, read_results)
-        for name, render in (("results.md", render_markdown), ("results.html", render_html)):
-            (results_json.parent / name).write_text(render(results))
-            click.echo(f"wrote {results_json.parent / name}", err=True)
+        for path in write_results(results, results_json.parent):
+            click.echo(f"wrote {path}", err=True)
         if baseline is None:
             return
-        changes = compare(_read(baseline, load_results), results, drift, baseline, str(results_json))
+        changes = compare(_read(baseline, read_results), results, drift, baseline, str(results_json))
     text = render_diff(changes, drift)
     (results_json.parent / "diff.md").write_text(text)
     click.echo(text)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
-import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from harness.records import CellRecord, Results, Verdict
 
@@ -47,18 +44,6 @@ class Diff:
     @property
     def regressions(self) -> list[Change]:
         return self.of_kind("newly-failing")
-
-
-def load_results(source: str) -> Results:
-    """A results document from a path or an http(s) URL (.json or .json.gz)."""
-    if source.startswith(("http://", "https://")):
-        with urllib.request.urlopen(source, timeout=60) as response:
-            data = response.read()
-    else:
-        data = Path(source).read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    return Results.model_validate_json(data)
 
 
 def compare(baseline: Results, current: Results, drift: float = 1e-3, baseline_name: str = "baseline",

@@ -1,14 +1,14 @@
-"""Results history: each full run's results kept in `<results>/history/`, with a trend of pass counts
+"""Results history: each full run's results document kept in `<results>/history/`, with a trend of pass counts
 per converter -> runtime pairing (trend.json, rendered as trend.md)."""
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections import Counter
 from pathlib import Path
 
 from harness.records import Results, Verdict
+from harness.report import document
 
 
 def record(results: Results, out: Path) -> Path:
@@ -16,8 +16,9 @@ def record(results: Results, out: Path) -> Path:
     history = out / "history"
     history.mkdir(parents=True, exist_ok=True)
     stamp = results.run.finished.replace("-", "").replace(":", "").replace("+0000", "Z")
-    target = history / f"{stamp}-{results.suite}.json.gz"
-    target.write_bytes(gzip.compress(results.model_dump_json().encode(), mtime=0))
+    name, data = document(results)
+    target = history / f"{stamp}-{results.suite}.{name.removeprefix('results.')}"
+    target.write_bytes(data)
     index_path = history / "trend.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else []
     passed, total = Counter(), Counter()

@@ -154,9 +154,10 @@ class ConversionRecord(Record):
 
 
 class CellRecord(Record):
-    """One converted model run under one runtime toolchain with one API."""
+    """One converted model run under one runtime toolchain with one API. Large results documents leave
+    out the bookkeeping fields (key, timings): see harness.report.document."""
 
-    key: str
+    key: str = ""
     converter: str
     runtime: str
     model: str

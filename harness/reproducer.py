@@ -40,7 +40,8 @@ def failing_groups(results: Results) -> dict[str, list[CellRecord]]:
 def write_bundles(results: Results, models: dict[str, PreparedModel], run_dir: Path, out: Path,
                   advance: Callable[[], None] = lambda: None) -> list[Path]:
     """A bundle (directory and .tar.gz) for every failing cell, one per converter, runtime, model and variant."""
-    archives, test_dirs = [], {}
+    archives: list[Path] = []
+    test_dirs: dict[str, Path] = {}
     for key, cells in failing_groups(results).items():
         archives.append(write_bundle(results, cells, models[cells[0].model], run_dir, out / key, test_dirs))
         advance()
@@ -48,7 +49,7 @@ def write_bundles(results: Results, models: dict[str, PreparedModel], run_dir: P
 
 
 def write_bundle(results: Results, cells: list[CellRecord], model: PreparedModel, run_dir: Path, target: Path,
-                 test_dirs: dict[str, Path] | None = None) -> Path:
+                 test_dirs: dict[str, Path]) -> Path:
     """Write one bundle into `target` (replacing it) and pack it as `target`.tar.gz; returns the archive.
     `test_dirs` remembers each model's MNN test directory, written once and copied after."""
     first = cells[0]
@@ -61,7 +62,6 @@ def write_bundle(results: Results, cells: list[CellRecord], model: PreparedModel
     shutil.copy(model.onnx_path, target / "model.onnx")
     shutil.copy(Path(model.directory) / "inputs.npz", target / "inputs.npz")
     shutil.copy(Path(model.directory) / "reference.npz", target / "expected.npz")
-    test_dirs = {} if test_dirs is None else test_dirs
     if model.name in test_dirs and test_dirs[model.name].is_dir():
         shutil.copytree(test_dirs[model.name], target / "mnn-test")
     else:

@@ -182,8 +182,16 @@ class Runner:
         return Step(outcome, header.get("size_bytes", 0), header.get("seconds"), reply.wall_s, header["log"])
 
     def run(self, cell: Cell) -> CellRecord:
-        """Run one converted model under one runtime, API and memory mode, and judge its outputs."""
+        """Run one converted model under one runtime, API and memory mode, and judge its outputs; a run of a
+        model its converter does not write the same way twice is qualified (verdicts.unstable_conversion)."""
         conversion = self.journal.conversions[cell.conversion.key]
+        record = self._run(cell, conversion)
+        if not conversion.reconversion_differs:
+            return record
+        return record.model_copy(update={
+            "outcome": verdicts.unstable_conversion(record.outcome, conversion.reconversion_differs)})
+
+    def _run(self, cell: Cell, conversion: ConversionRecord) -> CellRecord:
         base = dict(key=cell.key, converter=cell.converter, runtime=cell.runtime, model=cell.model,
                     variant=cell.variant, api=cell.api, memory=cell.memory)
         if conversion.outcome.verdict != Verdict.PASS:
@@ -196,21 +204,19 @@ class Runner:
         try:
             reply = self.request(cell.runtime, request, inputs, timeout=settings.timeouts.run_s)
         except WorkerLost as lost:
-            return CellRecord(**base, outcome=self._luck(conversion, verdicts.lost(lost.kind, "run", lost.detail,
-                                                                                  lost.log_tail)))
+            return CellRecord(**base, outcome=verdicts.lost(lost.kind, "run", lost.detail, lost.log_tail))
         header = reply.header
+        note = {"note": header.get("note", "")}
         if not header["ok"]:
             outcome = verdicts.classify(header["stage"], header["log"], header["error"])
-            return CellRecord(**base, outcome=self._luck(conversion, outcome.model_copy(
-                update={"note": header.get("note", "")})), wall_s=reply.wall_s)
+            return CellRecord(**base, outcome=outcome.model_copy(update=note), wall_s=reply.wall_s)
         repeats = [{name: reply.arrays[f"{i}/{name}"] for name in reference} for i in range(settings.repeat)]
         model = self.models[cell.model]
         tolerance = Tolerance(**model.tolerance) if model.tolerance else self.matrix.variant(cell.variant).tolerance
         deltas = [compare_output(name, repeats[0][name], reference[name], tolerance) for name in reference]
         differs = disagreement(repeats)
         outcome = verdicts.judge_outputs(deltas, differs, header["log"])
-        return CellRecord(**base, outcome=self._luck(conversion, outcome.model_copy(
-            update={"note": header.get("note", "")})), outputs=deltas,
+        return CellRecord(**base, outcome=outcome.model_copy(update=note), outputs=deltas,
                           outputs_vs_float=self._against_float(cell, request, inputs, repeats[0], tolerance)
                           if conversion.quantize else [],
                           repeats_agree=differs is None, load_s=header["load_s"], run_s=header["run_s"],
@@ -229,13 +235,6 @@ class Runner:
         return [compare_output(name, value, reply.arrays[f"0/{name}"], tolerance) for name, value in outputs.items()]
 
     # -------------------------------------------------------------- helpers
-
-    @staticmethod
-    def _luck(conversion: ConversionRecord, outcome: Outcome) -> Outcome:
-        """A run's outcome, qualified when its converter does not write the same model twice."""
-        if not conversion.reconversion_differs:
-            return outcome
-        return verdicts.unstable_conversion(outcome, conversion.reconversion_differs)
 
     def converted_path(self, key: str) -> Path:
         return self.journal.converted_dir / f"{key[:24]}.mnn"

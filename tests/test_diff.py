@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.diff import compare, load_results
+from harness.diff import compare
 from harness.history import record
 from harness.matrix import run_matrix
 from harness.progress import Progress
 from harness.records import Verdict
-from harness.report import write_results
+from harness.report import read_results, write_results
 from harness.selection import Selection
 from harness.workspace import Workspace
 
@@ -48,7 +48,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, workspace: Workspace, toolcha
 
 
 def test_changes_are_found_with_their_causes(runs) -> None:
-    diff = compare(load_results(str(runs["before"])), load_results(str(runs["after"])))
+    diff = compare(read_results(str(runs["before"])), read_results(str(runs["after"])))
     failing = {(c.identity[2], c.identity[3]) for c in diff.of_kind("newly-failing")}
     passing = {(c.identity[2], c.identity[3]) for c in diff.of_kind("newly-passing")}
     assert ("micro-conv", "fp32") in failing and ("micro-conv", "fp16") in passing
@@ -61,7 +61,7 @@ def test_changes_are_found_with_their_causes(runs) -> None:
 
 def test_a_rebuilt_toolchain_is_named_as_the_cause(runs) -> None:
     """A real run, and the same run as if its toolchain had been rebuilt and one cell had crashed."""
-    before = load_results(str(runs["before"]))
+    before = read_results(str(runs["before"]))
     rebuilt = before.model_copy(update={"toolchains": [
         t.model_copy(update={"provenance": {**t.provenance, "sha": "0" * 40}}) for t in before.toolchains]})
     broken_cell = before.cells[0].model_copy(update={"outcome": before.cells[0].outcome.model_copy(
@@ -92,4 +92,4 @@ def test_history_keeps_each_run_and_a_trend(runs) -> None:
     assert [len(e["pairs"]) for e in index] == [1, 4]
     assert all((history / e["file"]).exists() for e in index)
     assert "old → new" in (history / "trend.md").read_text()
-    assert load_results(str(history / index[0]["file"])).suite == "zoo"
+    assert read_results(str(history / index[0]["file"])).suite == "zoo"

@@ -17,7 +17,7 @@ from helpers import avgpool_without_strides
 from harness.matrix import run_matrix
 from harness.progress import Progress
 from harness.records import Results, Verdict
-from harness.report import write_results
+from harness.report import COMPACT_ABOVE, read_results, write_results
 from harness.selection import Selection
 from harness.workspace import Workspace
 
@@ -119,3 +119,16 @@ def test_every_grid_count_in_the_markdown_is_a_count_of_json_cells(run) -> None:
     counts = Counter(c.outcome.verdict for c in results.cells)
     for verdict, count in counts.items():
         assert re.search(rf"`{verdict.value}` \| {count} \|", markdown)
+
+
+def test_a_large_run_is_written_compact_and_reads_back_with_the_same_verdicts(run, tmp_path: Path) -> None:
+    results, _ = run
+    copies = COMPACT_ABOVE // len(results.cells) + 1
+    large = results.model_copy(update={"cells": [cell.model_copy(update={"model": f"{cell.model}-{i}"})
+                                                 for i in range(copies) for cell in results.cells]})
+    written = {path.name for path in write_results(large, tmp_path)}
+    assert written == {"results.json.gz", "results.md", "results.html"}
+    back = read_results(tmp_path / "results.json.gz")
+    assert [c.outcome for c in back.cells] == [c.outcome for c in large.cells]
+    assert all(c.key == "" and c.run_s == [] for c in back.cells), "per-cell bookkeeping is left out"
+    assert back.run.phases == large.run.phases

@@ -3,34 +3,51 @@
 from __future__ import annotations
 
 import gzip
+import urllib.request
 from pathlib import Path
 
 from harness.records import Results
 
-COMPRESS_ABOVE = 5000  # cells; a node-suite run is tens of MB of JSON, a few MB gzipped
+COMPACT_ABOVE = 5000  # cells: larger documents are gzipped, without per-cell keys and timings
+HTML_UP_TO = 20000  # cells: a page holding more is too heavy for a browser (and for git); the Markdown remains
+PER_CELL_BOOKKEEPING = {"key", "load_s", "run_s", "wall_s"}  # random-looking, so they dominate a compressed file
+
+
+def document(results: Results) -> tuple[str, bytes]:
+    """The results document's file name and content. A large run's leaves out per-cell keys and timings
+    (the journal has them; phase timings stay), which makes a node-suite run 5x smaller."""
+    if len(results.cells) <= COMPACT_ABOVE:
+        return "results.json", results.model_dump_json(indent=1).encode()
+    data = results.model_dump_json(exclude={"cells": {"__all__": PER_CELL_BOOKKEEPING}}).encode()
+    return "results.json.gz", gzip.compress(data, mtime=0)
 
 
 def write_results(results: Results, out: Path) -> list[Path]:
-    """Write results.json (gzipped when large), results.md and results.html, each atomically; return their paths."""
+    """Write the results document, results.md and (up to HTML_UP_TO cells) results.html, each atomically.
+    Files of the other size class left from an earlier run are removed; returns the paths written."""
     from harness.report.html import render_html
     from harness.report.markdown import render_markdown
 
     out.mkdir(parents=True, exist_ok=True)
-    large = len(results.cells) > COMPRESS_ABOVE
-    document = results.model_dump_json(indent=None if large else 1).encode()
-    files = {"results.json.gz": gzip.compress(document, mtime=0)} if large else {"results.json": document}
-    files["results.md"] = render_markdown(results).encode()
-    files["results.html"] = render_html(results).encode()
-    stale = out / ("results.json" if large else "results.json.gz")
-    stale.unlink(missing_ok=True)
-    for name, data in files.items():
-        partial = out / f".{name}.partial"
-        partial.write_bytes(data)
-        partial.replace(out / name)
-    return [out / name for name in files]
+    name, data = document(results)
+    files = {name: data, "results.md": render_markdown(results).encode()}
+    if len(results.cells) <= HTML_UP_TO:
+        files["results.html"] = render_html(results).encode()
+    for stale in {"results.json", "results.json.gz", "results.html"} - set(files):
+        (out / stale).unlink(missing_ok=True)
+    for file_name, content in files.items():
+        partial = out / f".{file_name}.partial"
+        partial.write_bytes(content)
+        partial.replace(out / file_name)
+    return [out / file_name for file_name in files]
 
 
-def read_results(path: Path) -> Results:
-    """Read results.json or results.json.gz; raises ValueError if it is not a results document."""
-    data = path.read_bytes()
-    return Results.model_validate_json(gzip.decompress(data) if path.suffix == ".gz" else data)
+def read_results(source: str | Path) -> Results:
+    """A results document from a path or an http(s) URL, plain or gzipped; ValueError if it is not one."""
+    text = str(source)
+    if text.startswith(("http://", "https://")):
+        with urllib.request.urlopen(text, timeout=60) as response:
+            data = response.read()
+    else:
+        data = Path(text).read_bytes()
+    return Results.model_validate_json(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
