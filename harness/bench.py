@@ -4,25 +4,36 @@ Three measurements, all on real toolchains and the micro models:
 1. a full matrix run (fresh journal): conversions and run cells per second, CPU use of all cores;
 2. per run cell: the harness's round trip against MNN's own in-process time for the same cell
    (load + runs, timed inside the worker around the MNN calls);
-3. a sample of cells with a persistent worker, then with a new worker process for every cell.
+3. a sample of cells with a persistent worker, then with a new worker process for every cell;
+4. restarts: a worker killed, then the next request answered, with a forked worker (harness/forkserver.py) and
+   with a new process, for one toolchain of each kind (a venv, a container) that the run had ready.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import statistics
+import time
 from pathlib import Path
 
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
 from rich.console import Console
 from rich.table import Table
 
-from harness.matrix import run_matrix
+from harness.matrix import load, run_matrix
 from harness.progress import Progress
 from harness.records import Results
 from harness.selection import Selection
-from harness.workspace import Workspace
+from harness.toolchains import Toolchain, make_toolchain
+from harness.workers import Worker, WorkerLost
+from harness.workspace import Workspace, scratch
+
+RESTART_SAMPLES = 30
 
 
 def run_bench(config: Path, selection: Selection, workspace: Workspace, jobs: int, console: Console) -> dict:
@@ -46,6 +57,7 @@ def run_bench(config: Path, selection: Selection, workspace: Workspace, jobs: in
                    persistent_ms_per_cell=_ms(per_cell["persistent"]),
                    process_per_cell_ms_per_cell=_ms(per_cell["process_per_cell"]),
                    persistent_speedup=round(per_cell["process_per_cell"] / per_cell["persistent"], 1))
+    figures.update(_restart_figures(config, results, space))
     _print(figures, console)
     target = workspace.root / "bench.json"
     target.write_text(json.dumps(figures, indent=2))
@@ -83,6 +95,51 @@ def _per_cell_figures(results: Results) -> dict:
         "convert_mnn_ms_mean": _ms(statistics.mean(c.convert_s for c in conv)),
         "convert_overhead_ms_mean": _ms(statistics.mean(c.wall_s - c.convert_s for c in conv)),
     }
+
+
+def _restart_figures(config: Path, results: Results, space: Workspace) -> dict:
+    """Restart time (worker killed -> next request answered), median and p95, forked and as a new process, for
+    the first ready toolchain of each kind."""
+    ready = {record.id: record.kind for record in results.toolchains if record.status == "ok"}
+    figures = {}
+    for kind in ("pypi", "source"):
+        spec = next((spec for spec in load(config, Selection()).toolchains if ready.get(spec.id) == kind), None)
+        if spec is None:
+            continue
+        toolchain = make_toolchain(spec, space)
+        toolchain.provision()
+        for label, fork in (("forked", True), ("new_process", False)):
+            times = sorted(restart_times(toolchain, fork))
+            figures[f"restart_{kind}_{label}_ms_median"] = _ms(statistics.median(times))
+            figures[f"restart_{kind}_{label}_ms_p95"] = _ms(times[int(0.95 * (len(times) - 1))])
+    return figures
+
+
+def restart_times(toolchain: Toolchain, fork: bool, samples: int = RESTART_SAMPLES) -> list[float]:
+    """Seconds from killing a worker to the answer of the next request but one (the first finds it lost)."""
+    with scratch("b") as directory:  # a container sees it: its workers' sockets are there
+        source, model = directory / "relu.onnx", directory / "relu.mnn"
+        tensor = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 4]) for name in ("x", "y")]
+        graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", tensor[:1], tensor[1:])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), source)
+        inputs = {"x": np.ones((1, 4), np.float32)}
+        request = {"op": "run", "model": str(model), "api": "module", "inputs": ["x"], "outputs": ["y"],
+                   "threads": 1, "precision": "normal", "repeat": 1}
+        worker = Worker(toolchain, directory, "restart", fork=fork)
+        times = []
+        try:
+            worker.request({"op": "convert", "src": str(source), "dst": str(model), "flags": []})
+            for _ in range(samples):
+                assert worker.process is not None
+                started = time.perf_counter()
+                worker.process.kill()
+                with contextlib.suppress(WorkerLost):
+                    worker.request(request, inputs)
+                worker.request(request, inputs)
+                times.append(time.perf_counter() - started)
+        finally:
+            worker.close()
+        return times
 
 
 def _print(figures: dict, console: Console) -> None:

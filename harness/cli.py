@@ -1,4 +1,4 @@
-"""Command line: `python -m harness matrix|report|schema` (nox sessions call these)."""
+"""Command line: `python -m harness matrix|report|build|publish|...` (nox sessions and the workflows call these)."""
 
 from __future__ import annotations
 
@@ -128,6 +128,90 @@ def _read(source, reader):
         return reader(source)
     except (OSError, ValueError) as error:
         raise ConfigError([f"{source}: not a readable results document: {str(error).splitlines()[0]}"]) from None
+
+
+_REMOTE = click.option("--remote", required=True, envvar="MNN_MATRIX_PUBLISH_REMOTE", metavar="GIT_URL_OR_PATH",
+                       help="the repository the results branch is published to (also $MNN_MATRIX_PUBLISH_REMOTE)")
+_BRANCH = click.option("--branch", default="results", show_default=True, help="the published branch")
+
+
+@main.command("compare-to-published")
+@click.argument("results_dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT)
+@_REMOTE
+@_BRANCH
+@click.option("--drift", type=float, default=1e-3, show_default=True,
+              help="report passing cells whose max |Δ| / max |ref| moved by more than this")
+@click.option("--link", default="", metavar="URL",
+              help="the published branch's files on the web, to link the full diffs from the issue body "
+                   "(e.g. https://github.com/OWNER/REPO/blob/results)")
+@click.option("--run-url", default="", help="this run's page, named in the issue body")
+@click.option("--issue-body", type=click.Path(dir_okay=False, path_type=Path),
+              help="when a cell regressed, write the regression issue's body here")
+def compare_to_published(results_dir: Path, remote: str, branch: str, drift: float, link: str, run_url: str,
+                         issue_body: Path | None) -> None:
+    """Compare each suite of a run (results/ and results/onnx-node/) with its published tables; diff.md beside each.
+
+    Exit code 0: compared, nothing regressed; 3: a cell that passed now fails; 4: a suite has no published run
+    yet (the first night); 1 or 2: an error. Under GitHub Actions it also sets the step outputs `regression`
+    (true/false) and `baseline` (found/missing).
+    """
+    from harness.publish import PublishError
+    from harness.publish.compare import REGRESSION, exit_code
+    from harness.publish.compare import issue_body as render_issue
+    from harness.publish.workflow import compare_to_published as run_comparison
+
+    try:
+        comparisons = run_comparison(results_dir, remote, branch, drift, link)
+    except PublishError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    for c in comparisons:
+        click.echo(f"{c.suite}: " + (f"{len(c.regressions)} newly failing, {len(c.diff.changes)} changes "
+                                     f"(diff in {c.document.parent / 'diff.md'})" if c.diff
+                                     else "no published run to compare with yet"))
+    code = exit_code(comparisons)
+    if code == REGRESSION and issue_body:
+        issue_body.write_text(render_issue(comparisons, run_url))
+    _step_outputs(regression=str(code == REGRESSION).lower(),
+                  baseline="missing" if any(c.diff is None for c in comparisons) else "found")
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("results_dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT)
+@_REMOTE
+@_BRANCH
+@click.option("--run", "run_id", required=True, help="the run's id (GitHub: the run id)")
+@click.option("--run-url", default="", help="the run's page")
+@click.option("--outcome", type=click.Choice(["success", "failure", "cancelled", "skipped"]), default="success",
+              show_default=True, help="how the run's matrix ended (GitHub: the matrix job's result); anything but "
+                                      "success publishes no tables, only the fact that the run failed")
+def publish(results_dir: Path, remote: str, branch: str, run_id: str, run_url: str, outcome: str) -> None:
+    """Publish a run on the results branch: a commit on top of the published history (never a force-push).
+
+    Each suite's tables, its document in history/ with the trend, the diff compare-to-published left beside it,
+    and index.html saying which run each table is from. A failed run: nothing of it but the fact.
+    Exit code 2 when the branch cannot be written or the results are stale (no newer than the published ones).
+    """
+    from harness.publish import PublishError
+    from harness.publish.site import Run
+    from harness.publish.workflow import publish as publish_run
+
+    ok = outcome == "success"
+    try:
+        sha, suites = publish_run(results_dir if ok else None, remote, Run(run_id, run_url, ok=ok), branch)
+    except PublishError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    click.echo(f"{branch} at {sha[:12]}: " + (f"published {', '.join(suites)}" if suites
+                                              else "the failed run recorded, tables unchanged"))
+
+
+def _step_outputs(**outputs: str) -> None:
+    """Set GitHub Actions step outputs (nothing outside a workflow)."""
+    if os.environ.get("GITHUB_OUTPUT"):
+        with open(os.environ["GITHUB_OUTPUT"], "a") as file:
+            file.writelines(f"{name}={value}\n" for name, value in outputs.items())
 
 
 @main.command()

@@ -14,17 +14,23 @@ MNN_RULE = 0.01  # MNN's own test rule: max abs diff <= 1% of max |ref|
 
 
 def compare_output(name: str, actual: np.ndarray, reference: np.ndarray, tolerance: Tolerance) -> OutputDelta:
-    """All deltas for one output, with the tolerance checks it fails (empty when it passes)."""
+    """All deltas for one output, with the checks it fails (empty when it passes).
+
+    The shape must equal the reference's, and the kind of dtype must match (float, or integer/bool compared
+    exactly; MNN holds int64 and bool as int32): a mismatch is never a pass. Values are still compared, in
+    flat order, when the element counts agree, so the deltas show whether only the layout is wrong.
+    """
+    mismatch = layout_mismatch(actual, reference)
     base = dict(name=name, shape=list(actual.shape), reference_shape=list(reference.shape),
-                elements=int(reference.size))
+                dtype=str(actual.dtype), reference_dtype=str(reference.dtype), elements=int(reference.size),
+                mismatch=mismatch)
     if actual.size != reference.size:
         return OutputDelta(**base, max_abs=None, max_rel=None, rel_l2=None, cosine=None, mnn_rule_ratio=None,
                            mnn_rule_pass=False, out_of_tolerance=int(reference.size), nan=0, inf=0,
-                           reference_nan=0, reference_inf=0,
-                           failed_checks=[f"shape {list(actual.shape)} != reference {list(reference.shape)}"])
+                           reference_nan=0, reference_inf=0, failed_checks=[mismatch])
     exact = reference.dtype.kind in "biu"
-    a = actual.astype(np.float64).reshape(reference.shape)
-    r = reference.astype(np.float64)
+    a = actual.astype(np.float64).reshape(-1)
+    r = reference.astype(np.float64).reshape(-1)
     a_finite, r_finite = np.isfinite(a), np.isfinite(r)
     both = a_finite & r_finite
     # non-finite values must match the reference exactly (NaN where NaN, same-signed Inf)
@@ -46,14 +52,26 @@ def compare_output(name: str, actual: np.ndarray, reference: np.ndarray, toleran
     else:
         outside = 0
     outside += mismatched_special
-    checks = _failed_checks(tolerance, exact, ratio, cosine, rel_l2, outside, mismatched_special,
-                            int(reference.size))
-    mnn_rule_pass = mismatched_special == 0 and ratio is not None and ratio <= MNN_RULE
+    checks = [mismatch] * bool(mismatch) + _failed_checks(tolerance, exact, ratio, cosine, rel_l2, outside,
+                                                           mismatched_special, int(reference.size))
+    mnn_rule_pass = not mismatch and mismatched_special == 0 and ratio is not None and ratio <= MNN_RULE
     return OutputDelta(
         **base, max_abs=_finite(max_abs), max_rel=_finite(max_rel), rel_l2=_finite(rel_l2), cosine=_finite(cosine),
         mnn_rule_ratio=_finite(ratio), mnn_rule_pass=mnn_rule_pass,
         out_of_tolerance=outside, nan=int(np.isnan(a).sum()), inf=int(np.isinf(a).sum()),
         reference_nan=int(np.isnan(r).sum()), reference_inf=int(np.isinf(r).sum()), failed_checks=checks)
+
+
+def layout_mismatch(actual: np.ndarray, reference: np.ndarray) -> str:
+    """How `actual`'s shape or kind of dtype differs from `reference`'s, or ''."""
+    problems = []
+    if actual.shape != reference.shape:
+        squeezed = [d for d in actual.shape if d != 1] == [d for d in reference.shape if d != 1]
+        problems.append(f"shape {list(actual.shape)} != reference {list(reference.shape)}"
+                        + (" (only size-1 dimensions differ)" if squeezed else ""))
+    if (actual.dtype.kind == "f") != (reference.dtype.kind == "f"):
+        problems.append(f"dtype {actual.dtype} where the reference is {reference.dtype}")
+    return "; ".join(problems)
 
 
 def _failed_checks(tolerance: Tolerance, exact: bool, ratio: float | None, cosine: float | None,
@@ -90,7 +108,7 @@ def disagreement(repeats: list[dict[str, np.ndarray]]) -> str | None:
             fa, fb = a.astype(np.float64), b.astype(np.float64)
             differ = ~((fa == fb) | (np.isnan(fa) & np.isnan(fb)))
             both = np.isfinite(fa) & np.isfinite(fb) & differ
-            biggest = f", max diff {np.abs(fa - fb)[both].max():.3g}" if both.any() else ""
+            biggest = f", max diff {np.abs(fa[both] - fb[both]).max():.3g}" if both.any() else ""
             return (f"run {index} of {len(repeats)} differs from run 1 in {name}: "
                     f"{int(differ.sum())} of {a.size} elements{biggest}; NaN {int(np.isnan(fb).sum())} "
                     f"vs {int(np.isnan(fa).sum())} in run 1")

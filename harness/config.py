@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from harness.workers import default_memory_limit_mb
+
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=64)]
 
 
@@ -111,6 +113,8 @@ class RunSettings(Strict):
     precision: Literal["normal", "high", "low"]
     repeat: int = Field(ge=2, le=100, description="runs per cell; disagreeing runs make it nondeterministic")
     timeouts: Timeouts = Timeouts()
+    memory_limit_mb: int = Field(default_factory=default_memory_limit_mb, ge=64, description=(
+        "memory cap of every worker, in MiB (default: 4096, or the machine's memory / (cores + 1) if smaller)"))
 
 
 class NodeSuite(Strict):

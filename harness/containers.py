@@ -44,6 +44,7 @@ class ContainerProcess:
     def __init__(self, container: Container) -> None:
         self.container = container
         self._code: int | None = None
+        self._oom_killed = False
 
     def poll(self) -> int | None:
         if self._code is None:
@@ -67,9 +68,23 @@ class ContainerProcess:
         with contextlib.suppress(docker.errors.APIError):
             self.container.kill()
 
+    def limit_memory(self, limit_mb: int) -> bool:
+        """The container's cgroup holds it to `limit_mb` MiB, swap included (no swapping instead)."""
+        self.container.update(mem_limit=f"{limit_mb}m", memswap_limit=f"{limit_mb}m")
+        return True
+
+    def resident_mb(self) -> float | None:
+        return None  # the cgroup enforces the cap; nothing to watch
+
+    def oom_killed(self) -> bool:
+        return self._oom_killed
+
     def _finish(self, status: int) -> int:
-        """Docker reports death by signal N as 128 + N; subprocess as -N."""
+        """Docker reports death by signal N as 128 + N; subprocess as -N. Reads OOMKilled before removing it."""
         self._code = -(status - 128) if status > 128 else status
+        with contextlib.suppress(docker.errors.APIError):
+            self.container.reload()
+            self._oom_killed = bool(self.container.attrs["State"].get("OOMKilled"))
         with contextlib.suppress(docker.errors.APIError):
             self.container.remove(force=True)
         return self._code

@@ -1,5 +1,6 @@
-"""Results history: each full run's results document kept in `<results>/history/`, with a trend of pass counts
-per converter -> runtime pairing (trend.json, rendered as trend.md)."""
+"""Results history: each full run's results document kept in `<dir>/history/`, with a trend of pass counts
+per converter -> runtime pairing (trend.json, rendered as trend.md). The nightly workflow keeps it on the
+published `results` branch (harness.publish), a commit per run; a local run keeps it beside its results."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ def record(results: Results, out: Path) -> Path:
     """Keep this run's results and update the trend; returns the history file written."""
     history = out / "history"
     history.mkdir(parents=True, exist_ok=True)
-    stamp = results.run.finished.replace("-", "").replace(":", "").replace("+0000", "Z")
     name, data = document(results)
-    target = history / f"{stamp}-{results.suite}.{name.removeprefix('results.')}"
+    extension, copy = name.removeprefix("results."), 1
+    target = history / f"{stamp(results)}-{results.suite}.{extension}"
+    while target.exists() and target.read_bytes() != data:  # another run that finished in the same second
+        copy += 1
+        target = history / f"{stamp(results)}-{results.suite}-{copy}.{extension}"
     target.write_bytes(data)
     index_path = history / "trend.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else []
@@ -34,6 +38,16 @@ def record(results: Results, out: Path) -> Path:
     index_path.write_text(json.dumps(index, indent=1))
     (history / "trend.md").write_text(render_trend(index))
     return target
+
+
+def stamp(results: Results) -> str:
+    """The run's finishing time as it names its history files: 20261122T074611Z."""
+    return results.run.finished.replace("-", "").replace(":", "").replace("+0000", "Z")
+
+
+def diff_name(results: Results) -> str:
+    """Where, under the history directory, the diff of this run against the previous published one is kept."""
+    return f"{stamp(results)}-{results.suite}.diff.md"
 
 
 def render_trend(index: list[dict]) -> str:

@@ -73,7 +73,8 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
                     harness={"version": __version__, "digest": harness_digest()}),
         host=host_info(), settings=matrix.run.model_dump(), toolchains=toolchain_records,
         models=[ModelRecord(name=m.name, sha256=m.sha256, source=m.source, tags=list(m.tags), guards=m.guards,
-                            inputs=m.inputs, outputs=list(m.outputs), tolerance=m.tolerance)
+                            inputs=m.inputs, outputs=list(m.outputs), tolerance=m.tolerance,
+                            onnxruntime=m.onnxruntime, run_skip=m.run_skip)
                 for m in chosen.models.values()],
         variants=[VariantRecord(id=v.id, flags=v.flags, tolerance=v.tolerance.model_dump(exclude_defaults=True),
                                 description=v.description) for v in matrix.variants if v.id in used_variants],

@@ -41,6 +41,8 @@ class PreparedModel:
     outputs: tuple[str, ...]
     recipe: str
     tolerance: dict | None = None  # the model's own tolerance, over the variant's (node test cases)
+    run_skip: str = ""  # why the run stage is skipped (inputs or outputs no MNN API can carry); converted anyway
+    onnxruntime: str = ""  # node cases: onnxruntime's second opinion ("agrees", "disagrees: ...", "cannot run: ...")
 
     @property
     def onnx_path(self) -> Path:

@@ -16,7 +16,7 @@ two requests, not two process starts. A failure raises `MNNBackendError` carryin
 from __future__ import annotations
 
 import atexit
-import tempfile
+import shutil
 import threading
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from harness.records import Outcome
 from harness.selection import Selection
 from harness.toolchains import Toolchain, make_toolchain
 from harness.workers import Worker, WorkerLost
-from harness.workspace import Workspace
+from harness.workspace import Workspace, scratch_dir
 
 
 class MNNBackendError(RuntimeError):
@@ -46,9 +46,9 @@ class Pairing:
 
     def __init__(self, converter: Toolchain, runtime: Toolchain, api: str, matrix: Matrix) -> None:
         self.api, self.settings = api, matrix.run
-        self.scratch = Path(tempfile.mkdtemp(prefix="mnnm-b"))
-        self.converter = Worker(converter, self.scratch, "convert")
-        self.runtime = Worker(runtime, self.scratch, "run")
+        self.scratch = scratch_dir("b")
+        self.converter = Worker(converter, self.scratch, "convert", memory_limit_mb=matrix.run.memory_limit_mb)
+        self.runtime = Worker(runtime, self.scratch, "run", memory_limit_mb=matrix.run.memory_limit_mb)
         self._lock = threading.Lock()
         self._count = 0
 
@@ -63,13 +63,14 @@ class Pairing:
             reply = self.converter.request(request, timeout=self.settings.timeouts.convert_s)
         except WorkerLost as lost:
             raise MNNBackendError(verdicts.lost(lost.kind, "convert", lost.detail, lost.log_tail)) from None
-        if not reply.header["produced"]:
+        if not (reply.header["ok"] and reply.header["produced"]):
             raise MNNBackendError(verdicts.classify("convert", reply.header["log"], reply.header.get("error", "")))
         return stem.with_suffix(".mnn")
 
     def run(self, path: Path, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         request = {"op": "run", "model": str(path), "api": self.api, "inputs": list(inputs), "outputs": outputs,
-                   "threads": self.settings.threads, "precision": self.settings.precision, "repeat": 1}
+                   "threads": self.settings.threads, "precision": self.settings.precision, "memory": "normal",
+                   "repeat": 1}
         try:
             reply = self.runtime.request(request, inputs, timeout=self.settings.timeouts.run_s)
         except WorkerLost as lost:
@@ -82,6 +83,7 @@ class Pairing:
     def close(self) -> None:
         self.converter.close()
         self.runtime.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 class MNNRep(BackendRep):

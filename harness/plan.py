@@ -75,7 +75,7 @@ def make_plan(matrix: Matrix, identities: Mapping[str, str], models: Mapping[str
     (unavailable ones) get no cells. `variants` maps each model to the variants it is converted with.
     """
     code = harness_digest()
-    settings = matrix.run.model_dump(exclude={"timeouts"})
+    settings = matrix.run.model_dump(exclude={"timeouts", "memory_limit_mb"})  # limits, not what a cell computes
     converters = [t for t in matrix.converter_ids if t in identities]
     runtimes = [t for t in matrix.runtime_ids if t in identities]
     conversions, cells = [], []

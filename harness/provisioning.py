@@ -4,16 +4,14 @@ and read which flags its converter lists. A toolchain that fails is recorded, ne
 from __future__ import annotations
 
 import re
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from harness.config import Matrix
 from harness.progress import Progress
 from harness.records import ToolchainRecord
 from harness.toolchains import ProvisionError, Toolchain, make_toolchain
 from harness.workers import Worker, WorkerLost, WorkerStartError
-from harness.workspace import Workspace
+from harness.workspace import Workspace, scratch
 
 FLAG = re.compile(r"^\s+(?:-\w, )?(--[A-Za-z][\w-]*)", re.MULTILINE)
 
@@ -39,8 +37,8 @@ def _ready(toolchain: Toolchain, roles: list[str]) -> ToolchainRecord:
     base = dict(id=spec.id, kind=spec.kind, version=spec.version, roles=roles)
     try:
         provenance = toolchain.provision()
-        with tempfile.TemporaryDirectory(prefix="mnnm-") as scratch:
-            worker = Worker(toolchain, Path(scratch), "describe")
+        with scratch() as directory:
+            worker = Worker(toolchain, directory, "describe")
             try:
                 reply = worker.request({"op": "describe"}, timeout=120)
             finally:

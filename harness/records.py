@@ -24,8 +24,18 @@ class Verdict(str, Enum):
     UNCLASSIFIED = "unclassified-error"
     CRASH = "crash"
     TIMEOUT = "timeout"
+    OUT_OF_MEMORY = "out-of-memory"
+    WRONG_SHAPE = "wrong-shape"
     WRONG_OUTPUT = "wrong-output"
     NONDETERMINISTIC = "nondeterministic"
+    API_UNSUPPORTED = "api-unsupported"
+    NOT_RUN = "not-run"
+
+
+# Verdicts that say nothing about the pairing's compatibility: an API's documented limit (the Session API
+# cannot compute shapes from input values; pymnn cannot take an int8 input), or a run the harness could not
+# feed. They are shown apart and never counted against an op, a model or a pairing.
+NEUTRAL_VERDICTS = frozenset({Verdict.API_UNSUPPORTED, Verdict.NOT_RUN})
 
 
 class Record(BaseModel):
@@ -50,6 +60,9 @@ class OutputDelta(Record):
     name: str
     shape: list[int]
     reference_shape: list[int]
+    dtype: str = ""  # MNN's output dtype
+    reference_dtype: str = ""
+    mismatch: str = ""  # how the shape or the kind of dtype differs from the reference ('' if it does not)
     max_abs: float | None  # None when no finite element pair exists
     max_rel: float | None  # elementwise, ignoring elements below 0.1% of max |ref|
     rel_l2: float | None  # ||mnn - ref||_2 / ||ref||_2
@@ -86,6 +99,8 @@ class ModelRecord(Record):
     inputs: dict[str, dict]
     outputs: list[str]
     tolerance: dict | None = None  # the model's own tolerance (node test cases), over the variant's
+    onnxruntime: str = ""  # node cases: onnxruntime's second opinion (agrees, disagrees: ..., cannot run: ...)
+    run_skip: str = ""  # why its runs are not made (inputs or outputs no MNN API can carry), if they are not
 
 
 class ExcludedCase(Record):
@@ -98,8 +113,8 @@ class ExcludedCase(Record):
 
 
 class PairSupport(Record):
-    passed: int  # cases whose every cell passes on this pairing
-    run: int
+    passed: int  # cases whose every counted cell passes on this pairing
+    run: int  # cases with a cell counted: not every cell neutral (api-unsupported, not-run)
 
 
 class OpSupport(Record):
@@ -114,6 +129,9 @@ class OpSupport(Record):
     regressions: list[str]  # "passes on A -> A, fails on B -> B" with B newer than A
     converter_gaps: list[str]  # converters that fail to convert some case (convert-error, crash, timeout)
     runtime_gaps: list[str]  # pairs where a case converted fine but the runtime could not execute it
+    form: str = "as-is"  # "as-is" (ONNX's graphs) or "const" (non-data inputs folded into initializers)
+    apis: dict[str, dict[str, PairSupport]] = {}  # api -> "converter -> runtime" -> that API's cells alone
+    onnxruntime_flags: dict[str, str] = {}  # case -> onnxruntime's opinion, where it does not reproduce the case
 
 
 class Coverage(Record):
@@ -124,6 +142,8 @@ class Coverage(Record):
     ops_loaded: int  # operators with at least one case run
     cases_passed: int
     cases_run: int
+    api: str = ""  # the Python API a user runs with ('' for a score over both)
+    form: str = "as-is"
 
 
 class VariantRecord(Record):
@@ -145,7 +165,7 @@ class ConversionRecord(Record):
     quantize: dict | None = None  # post-training quantization settings, for quantized variants
     quantized_with: dict = {}  # the methods the quantization tool says it used (it may switch, e.g. to EMA)
     outcome: Outcome
-    reconversion_differs: str = ""  # how a second conversion's model differed from the first ('' if identical)
+    reconversion_differs: str = ""  # how a second conversion (or quantization) differed from the first ('' if not)
     size_bytes: int = 0  # the final model (quantized, for quantized variants)
     float_size_bytes: int = 0  # the float model a quantized variant started from
     convert_s: float | None = None
@@ -167,6 +187,7 @@ class CellRecord(Record):
     outcome: Outcome
     outputs: list[OutputDelta] = []  # against the reference (onnxruntime, or a node case's expected outputs)
     outputs_vs_float: list[OutputDelta] = []  # quantized variants: against the same runtime's float model
+    fed: dict[str, str] = {}  # inputs fed in another dtype than ONNX's ('int64->int32': the converted model's), or not
     repeats_agree: bool | None = None
     load_s: float | None = None
     run_s: list[float] = []

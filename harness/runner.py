@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -30,6 +29,7 @@ from harness.plan import Cell, Conversion, digest
 from harness.records import CellRecord, ConversionRecord, Outcome, OutputDelta, Verdict
 from harness.toolchains import Toolchain
 from harness.workers import Reply, Worker, WorkerLost
+from harness.workspace import scratch_dir
 
 Item = TypeVar("Item")
 QUANT_METHOD = re.compile(r"Use (feature|weight) quantization method: (\w+)")  # what the tool really used
@@ -47,6 +47,26 @@ class Step:
 Result = TypeVar("Result", ConversionRecord, CellRecord)
 
 
+def _twice(first: Step, second: Step, produced: Path) -> tuple[Outcome, str]:
+    """The outcome of a step done twice (a tool whose survival or output varies run to run is unstable, so
+    its models' verdicts would be luck) and how the two outputs differ ('' when they do not)."""
+    again = produced.with_suffix(".again.mnn")
+    ok = [step.outcome.verdict == Verdict.PASS for step in (first, second)]
+    if all(ok):
+        difference = model_difference(produced, again)
+        again.unlink()
+        return first.outcome, difference and f"two quantizations differ ({difference})"
+    again.unlink(missing_ok=True)
+    if not any(ok):
+        return first.outcome, ""
+    failed = first if not ok[0] else second
+    outcome = Outcome(verdict=Verdict.NONDETERMINISTIC, stage=failed.outcome.stage,
+                      reason=f"the tool failed in 1 of 2 identical attempts ({failed.outcome.verdict.value}: "
+                             f"{failed.outcome.reason})"[:500],
+                      ops=failed.outcome.ops, pattern=failed.outcome.pattern, log_excerpt=failed.outcome.log_excerpt)
+    return outcome, ""
+
+
 class Runner:
     """Runs conversions and cells for one plan, recording each in the journal as it finishes."""
 
@@ -55,7 +75,7 @@ class Runner:
                  worker_requests: int = 2000) -> None:
         self.toolchains, self.models, self.matrix, self.journal = toolchains, models, matrix, journal
         self.jobs, self.converter_flags, self.worker_requests = jobs, converter_flags, worker_requests
-        self.scratch = Path(tempfile.mkdtemp(prefix="mnnm-"))  # short path: socket names are limited
+        self.scratch = scratch_dir()  # short path: socket names are limited; swept if this process is killed
         self._local = threading.local()
         self._workers: list[Worker] = []
         self._lock = threading.Lock()
@@ -99,7 +119,8 @@ class Runner:
         the request alone in a worker of its own (for tools known to damage their process).
         """
         if fresh:
-            worker = Worker(self.toolchains[toolchain], self.scratch, f"{toolchain}-{threading.get_ident()}-solo")
+            worker = Worker(self.toolchains[toolchain], self.scratch, f"{toolchain}-{threading.get_ident()}-solo",
+                            memory_limit_mb=self.matrix.run.memory_limit_mb)
             try:
                 return worker.request(header, arrays, timeout)
             finally:
@@ -116,16 +137,18 @@ class Runner:
                                     "requests; a fresh worker ran it without crashing")
             return reply
 
-    def worker(self, toolchain: str) -> Worker:
-        """This thread's worker for `toolchain`."""
+    def worker(self, toolchain: str, role: str = "main") -> Worker:
+        """This thread's worker for `toolchain` in `role` ('main', or 'check': a second process whose different
+        heap history makes a converter that reads uninitialized memory write a different model)."""
         workers = self._local.__dict__.setdefault("workers", {})
-        if toolchain not in workers:
-            name = f"{toolchain}-{threading.current_thread().name}"
-            workers[toolchain] = Worker(self.toolchains[toolchain], self.scratch, name,
-                                        max_requests=self.worker_requests)
+        if (toolchain, role) not in workers:
+            name = f"{toolchain}-{threading.current_thread().name}-{role}"
+            workers[toolchain, role] = Worker(self.toolchains[toolchain], self.scratch, name,
+                                              max_requests=self.worker_requests,
+                                              memory_limit_mb=self.matrix.run.memory_limit_mb)
             with self._lock:
-                self._workers.append(workers[toolchain])
-        return workers[toolchain]
+                self._workers.append(workers[toolchain, role])
+        return workers[toolchain, role]
 
     # -------------------------------------------------------------- tasks
 
@@ -148,23 +171,27 @@ class Runner:
             samples = digest(model.sha256, conversion.quantize)[:12]
             config = write_calibration(model, Quantize(**conversion.quantize),
                                        self.journal.run_dir / "calibration" / f"{model.name}-{samples}")
-        request = {"op": "quantize", "src": str(converted), "dst": str(self.converted_path(conversion.key)),
-                   "config": str(config)}
+        final = self.converted_path(conversion.key)
+        request = {"op": "quantize", "src": str(converted), "dst": str(final), "config": str(config)}
         quantized = self._step(conversion.converter, "quantize", request)
-        return ConversionRecord(**base, outcome=quantized.outcome, size_bytes=quantized.size,
+        again = self._step(conversion.converter, "quantize",
+                           {**request, "dst": str(final.with_suffix(".again.mnn")), "attempt": 1})
+        outcome, differs = _twice(quantized, again, final)
+        return ConversionRecord(**{**base, "reconversion_differs": base.get("reconversion_differs") or differs},
+                                outcome=outcome, size_bytes=quantized.size,
                                 float_size_bytes=step.size, quantized_with=dict(QUANT_METHOD.findall(quantized.log)),
                                 convert_s=step.seconds, quantize_s=quantized.seconds,
-                                wall_s=step.wall_s + quantized.wall_s)
+                                wall_s=step.wall_s + quantized.wall_s + again.wall_s)
 
     def _reconvert(self, toolchain: str, request: dict) -> str:
         """Convert again and say how the second model differs from the first ('' if it does not)."""
         again = Path(request["dst"]).with_suffix(".again.mnn")
-        step = self._step(toolchain, "convert", {**request, "dst": str(again)})
+        step = self._step(toolchain, "convert", {**request, "dst": str(again), "attempt": 1})
         if step.outcome.verdict != Verdict.PASS:
             return f"the second one failed: {step.outcome.verdict.value} {step.outcome.reason}".strip()
         difference = model_difference(Path(request["dst"]), again)
         again.unlink()
-        return difference
+        return difference and f"two conversions differ ({difference})"
 
     def _step(self, toolchain: str, stage: str, request: dict) -> Step:
         """One convert or quantize request, judged by the file it writes."""
@@ -196,6 +223,9 @@ class Runner:
                     variant=cell.variant, api=cell.api, memory=cell.memory)
         if conversion.outcome.verdict != Verdict.PASS:
             return CellRecord(**base, outcome=conversion.outcome)
+        skip = getattr(self.models[cell.model], "run_skip", "")
+        if skip:
+            return CellRecord(**base, outcome=Outcome(verdict=Verdict.NOT_RUN, stage="run", reason=skip))
         inputs, reference = self.data(cell.model)
         settings = self.matrix.run
         request = {"op": "run", "model": str(self.converted_path(conversion.key)), "api": cell.api,
@@ -216,7 +246,7 @@ class Runner:
         deltas = [compare_output(name, repeats[0][name], reference[name], tolerance) for name in reference]
         differs = disagreement(repeats)
         outcome = verdicts.judge_outputs(deltas, differs, header["log"])
-        return CellRecord(**base, outcome=outcome.model_copy(update=note), outputs=deltas,
+        return CellRecord(**base, outcome=outcome.model_copy(update=note), outputs=deltas, fed=header["fed"],
                           outputs_vs_float=self._against_float(cell, request, inputs, repeats[0], tolerance)
                           if conversion.quantize else [],
                           repeats_agree=differs is None, load_s=header["load_s"], run_s=header["run_s"],

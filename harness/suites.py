@@ -58,10 +58,11 @@ def zoo_variants(matrix: Matrix, selection: Selection) -> dict[str, list[str]]:
 
 
 def node_suite(matrix: Matrix, selection: Selection, workspace: Workspace, progress: Progress) -> SuiteModels:
-    """ONNX's node test cases (all, or those whose name or op `--model` names), each with the suite's variants."""
+    """ONNX's node test cases in both forms (all, or those whose name or op `--model` names; a case's name
+    selects its const form too), each with the suite's variants."""
     cases = nodesuite.materialize(workspace.root / "onnx-node", progress)
     if selection.models:
-        cases = [c for c in cases if c.name in selection.models or c.op in selection.models]
+        cases = [c for c in cases if {c.name, c.name.split("@")[0], c.op} & set(selection.models)]
     variants = [v for v in matrix.onnx_node.variants if not selection.variants or v in selection.variants]
     models = nodesuite.prepared(workspace.root / "onnx-node", cases)
     return SuiteModels(models, {name: variants for name in models}, [c for c in cases if c.rule])

@@ -63,11 +63,15 @@ def match(text: str, stage: str | None = None) -> tuple[Pattern, dict, str] | No
     return None
 
 
+LOST_VERDICTS = {"crash": Verdict.CRASH, "timeout": Verdict.TIMEOUT, "out-of-memory": Verdict.OUT_OF_MEMORY}
+
+
 def lost(kind: str, stage: str, detail: str, log_tail: str) -> Outcome:
-    """A worker that crashed or timed out; the log's last lines, and any op they blame, are the evidence."""
+    """A worker that crashed, timed out or went over its memory cap; the log's last lines, and any op they blame,
+    are the evidence."""
     found = match(log_tail)
-    what = f"worker died: {detail}" if kind == "crash" else f"worker timed out: {detail}"
-    return Outcome(verdict=Verdict.CRASH if kind == "crash" else Verdict.TIMEOUT, stage=stage,
+    what = {"crash": f"worker died: {detail}", "timeout": f"worker timed out: {detail}"}.get(kind, detail)
+    return Outcome(verdict=LOST_VERDICTS[kind], stage=stage,
                    reason=f"{what}, after: {_reason(found[0], found[1])}" if found else what,
                    ops=_ops(found[1]) if found else [], pattern=found[0].id if found else None,
                    log_excerpt=tail(log_tail, EXCERPT_LINES))
@@ -98,7 +102,8 @@ def _excerpt(text: str, start: int, end: int) -> str:
 
 
 def judge_outputs(deltas: list[OutputDelta], disagreement: str | None, log: str) -> Outcome:
-    """The verdict of a run that produced outputs: nondeterministic, wrong-output or pass."""
+    """The verdict of a run that produced outputs: nondeterministic, wrong-shape (an output's shape or kind of dtype
+    differs from the reference), wrong-output or pass."""
     failed = [f"{d.name}: {check}" for d in deltas for check in d.failed_checks]
     if disagreement is None and not failed:
         return Outcome(verdict=Verdict.PASS, stage="compare")
@@ -107,14 +112,15 @@ def judge_outputs(deltas: list[OutputDelta], disagreement: str | None, log: str)
         log_excerpt=tail(log, EXCERPT_LINES))
     if disagreement is not None:
         return Outcome(verdict=Verdict.NONDETERMINISTIC, stage="run", reason=disagreement, **evidence)
-    return Outcome(verdict=Verdict.WRONG_OUTPUT, stage="compare", reason="; ".join(failed)[:500], **evidence)
+    verdict = Verdict.WRONG_SHAPE if any(d.mismatch for d in deltas) else Verdict.WRONG_OUTPUT
+    return Outcome(verdict=verdict, stage="compare", reason="; ".join(failed)[:500], **evidence)
 
 
 def unstable_conversion(outcome: Outcome, difference: str) -> Outcome:
     """A run of a model its converter writes differently each time: whether it passes is luck, so a pass
     or a wrong output becomes `nondeterministic` (stage convert); a failure keeps its verdict, with a note."""
-    unstable = f"two conversions of this model differ ({difference})"
-    if outcome.verdict not in (Verdict.PASS, Verdict.WRONG_OUTPUT, Verdict.NONDETERMINISTIC):
+    unstable = f"the tool under test wrote a different model each time: {difference}"
+    if outcome.verdict not in (Verdict.PASS, Verdict.WRONG_OUTPUT, Verdict.WRONG_SHAPE, Verdict.NONDETERMINISTIC):
         return outcome.model_copy(update={"note": "; ".join(filter(None, [outcome.note, unstable]))})
     return outcome.model_copy(update={"verdict": Verdict.NONDETERMINISTIC, "stage": "convert",
                                       "reason": f"{unstable}; the one that ran: {outcome.reason or 'pass'}"})

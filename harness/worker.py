@@ -15,10 +15,14 @@ bytes of the arrays the header lists under "arrays" (name, dtype, shape), in ord
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
+import functools
 import json
 import os
 import platform
+import resource
+import signal
 import socket
 import struct
 import sys
@@ -30,6 +34,12 @@ import numpy as np
 PROTOCOL = 1
 LOG_LIMIT = 64 * 1024
 _LENGTH = struct.Struct(">Q")
+# Uninitialized memory made visible: workers start with glibc's tcache off and malloc perturbation on
+# (workers.WORKER_ENVIRONMENT), so every allocation is filled with a known byte. A request's attempt (a
+# conversion done twice) or repeat (a run done several times) picks the byte, so a tool that reads memory it
+# never wrote gives a different model or output each time, every time, instead of only when the heap is dirty.
+PERTURB_BYTES = (0xA5, 0x5A, 0x3C, 0xC3)
+_M_PERTURB = -6
 
 
 # ---------------------------------------------------------------- framing (shared with the parent)
@@ -73,6 +83,19 @@ def _recv_exact(sock: socket.socket, size: int) -> bytearray:
 
 
 # ---------------------------------------------------------------- native output capture
+
+
+def perturb(index: int) -> None:
+    """Fill what malloc returns with the index-th perturbation byte from now on (glibc only; else a no-op)."""
+    if _mallopt() is not None:
+        _mallopt()(_M_PERTURB, PERTURB_BYTES[index % len(PERTURB_BYTES)])
+
+
+@functools.cache
+def _mallopt():
+    with contextlib.suppress(OSError, AttributeError):
+        return ctypes.CDLL(None).mallopt
+    return None
 
 
 class NativeLog:
@@ -164,12 +187,13 @@ def quantize(header: dict, _arrays: dict) -> tuple[dict, dict]:
 
 
 def run(header: dict, arrays: dict) -> tuple[dict, dict]:
-    """Load a model with one API and run it `repeat` times on the given inputs."""
-    inputs = [(name, _to_mnn_dtype(arrays[name])) for name in header["inputs"]]
+    """Load a model with one API and run it `repeat` times on the given inputs, each fed in the dtype the
+    converted model declares for it (the reply's `fed` says which inputs that changed, and which the model lacks)."""
+    inputs = [(name, arrays[name]) for name in header["inputs"]]
     runner = _run_module if header["api"] == "module" else _run_session
-    load_s, run_s, repeats = runner(header, inputs)
+    load_s, run_s, repeats, fed = runner(header, inputs)
     outputs = {f"{i}/{name}": array for i, result in enumerate(repeats) for name, array in result.items()}
-    return {"load_s": load_s, "run_s": run_s}, outputs
+    return {"load_s": load_s, "run_s": run_s, "fed": fed}, outputs
 
 
 def _config(header: dict) -> dict:
@@ -177,7 +201,49 @@ def _config(header: dict) -> dict:
             "memory": {"normal": 0, "high": 1, "low": 2}[header.get("memory", "normal")]}
 
 
-def _run_module(header: dict, inputs: list) -> tuple[float, list, list]:
+def _as_declared(name: str, array: np.ndarray, declared: np.dtype | None, api: str) -> np.ndarray:
+    """`array` in the dtype the converted model declares for input `name`; an API that cannot create that dtype,
+    or values the declared dtype cannot hold, fail the request instead of running another dtype silently."""
+    if declared is None or declared == np.int8:
+        what = "int8" if declared is not None else f"this input type (ONNX {array.dtype})"
+        raise Failure("load", f"API-UNSUPPORTED: the {api} API of pymnn cannot create {what} tensors "
+                              f"(input {name!r})")
+    converted = array.astype(declared)
+    if array.dtype.kind in "iub" and not np.array_equal(converted, array):
+        raise Failure("load", f"INPUT-NARROWED: input {name!r} holds {array.dtype} values that the converted "
+                              f"model's {declared} input cannot hold")
+    return converted
+
+
+def _fed(inputs: list, declared: dict) -> dict:
+    """The inputs not fed in their ONNX dtype (name -> 'onnx dtype->fed dtype'), or not fed at all."""
+    fed = {name: "not an input of the converted model: not fed" for name, _ in inputs if name not in declared}
+    fed.update({name: f"{array.dtype}->{declared[name]}" for name, array in inputs
+                if name in declared and declared[name] is not None and np.dtype(declared[name]) != array.dtype})
+    return fed
+
+
+def _read_var(F, var) -> np.ndarray:
+    """A Module output as numpy; a size-0 output from its shape (reading it raises in pymnn)."""
+    if var.data_format == F.NC4HW4:
+        var = F.convert(var, F.NCHW)
+    shape = list(var.shape)
+    if 0 in shape:
+        return np.empty(shape, dtype=_expr_dtypes(F).get(var.dtype, np.float32))
+    value = var.read()
+    if value is None:
+        raise ValueError("read() returned None")
+    return np.array(value, copy=True)
+
+
+def _expr_dtypes(F) -> dict:
+    """pymnn expr dtypes -> numpy dtypes (a table built once MNN is imported)."""
+    names = {"float": np.float32, "double": np.float64, "int": np.int32, "int64": np.int64, "uint8": np.uint8,
+             "int8": np.int8}
+    return {getattr(F, name): np.dtype(dtype) for name, dtype in names.items() if hasattr(F, name)}
+
+
+def _run_module(header: dict, inputs: list) -> tuple[float, list, list, dict]:
     import MNN.expr as F
     import MNN.nn as nn
 
@@ -191,11 +257,20 @@ def _run_module(header: dict, inputs: list) -> tuple[float, list, list]:
     if module is None:
         raise Failure("load", "load_module_from_file returned None")
     load_s = time.perf_counter() - start
-    dtypes = {np.dtype(np.float32): F.float, np.dtype(np.int32): F.int, np.dtype(np.uint8): F.uint8}
+    to_numpy = _expr_dtypes(F)
+    try:
+        declared = {name: to_numpy.get(var.dtype) for name, var in
+                    zip(module.get_info()["inputNames"], module.get_info()["inputs"])}
+    except (AttributeError, KeyError, TypeError):  # an old pymnn without get_info: feed as MNN's converter casts
+        declared = {name: _converter_dtype(array) for name, array in inputs}
+    arrays = [(name, _as_declared(name, array, declared.get(name, _converter_dtype(array)), "Module"))
+              for name, array in inputs]
+    from_numpy = {v: k for k, v in to_numpy.items()}
     run_s, repeats = [], []
-    for _ in range(header["repeat"]):
+    for repeat in range(header["repeat"]):
+        perturb(repeat)
         start = time.perf_counter()
-        variables = [F.const(a, list(a.shape), F.NCHW, dtypes[a.dtype]) for _, a in inputs]
+        variables = [F.const(a, list(a.shape), F.NCHW, from_numpy[a.dtype]) for _, a in arrays]
         try:
             outputs = module.forward(variables)
         except Exception as error:
@@ -206,44 +281,44 @@ def _run_module(header: dict, inputs: list) -> tuple[float, list, list]:
         result = {}
         for name, var in zip(header["outputs"], outputs):
             try:
-                if var.data_format == F.NC4HW4:
-                    var = F.convert(var, F.NCHW)
-                value = var.read()
-            except Exception as error:  # computation is lazy: read() is where a failing op shows
+                result[name] = _read_var(F, var)
+            except Exception as error:  # computation is lazy: reading is where a failing op shows
                 raise Failure("run", f"reading output {name!r}: {_describe_exception(error)}") from None
-            if value is None:
-                raise Failure("run", f"output {name!r} could not be read")
-            result[name] = np.array(value, copy=True)
         run_s.append(time.perf_counter() - start)
         repeats.append(result)
-    return load_s, run_s, repeats
+    return load_s, run_s, repeats, _fed(inputs, declared)
 
 
-def _run_session(header: dict, inputs: list) -> tuple[float, list, list]:
+def _run_session(header: dict, inputs: list) -> tuple[float, list, list, dict]:
     import MNN
 
-    halide = {np.dtype(np.float32): MNN.Halide_Type_Float, np.dtype(np.int32): MNN.Halide_Type_Int,
-              np.dtype(np.uint8): MNN.Halide_Type_Uint8}
+    halide = {MNN.Halide_Type_Float: np.float32, MNN.Halide_Type_Int: np.int32, MNN.Halide_Type_Uint8: np.uint8}
+    to_halide = {np.dtype(v): k for k, v in halide.items()}
     caffe = MNN.Tensor_DimensionType_Caffe
     start = time.perf_counter()
     try:
         interpreter = MNN.Interpreter(header["model"])
         session = interpreter.createSession(_config(header))
-        tensors = [interpreter.getSessionInput(session, name) for name, _ in inputs]
-        for tensor, (_, array) in zip(tensors, inputs):
+        present = interpreter.getSessionInputAll(session)
+    except Exception as error:
+        raise Failure("load", _describe_exception(error)) from None
+    declared = {name: _halide_dtype(halide, tensor.getDataType()) for name, tensor in present.items()}
+    fed = [(name, present[name], _as_declared(name, array, declared[name], "Session"))
+           for name, array in inputs if name in present]
+    try:
+        for _, tensor, array in fed:
             interpreter.resizeTensor(tensor, tuple(array.shape))
         interpreter.resizeSession(session)
     except Exception as error:
         raise Failure("load", _describe_exception(error)) from None
     load_s = time.perf_counter() - start
     run_s, repeats = [], []
-    for _ in range(header["repeat"]):
+    for repeat in range(header["repeat"]):
+        perturb(repeat)
         start = time.perf_counter()
         try:
-            for tensor, (_, array) in zip(tensors, inputs):
-                expected = tensor.getDataType()
-                array = array.astype({v: k for k, v in halide.items()}.get(expected, array.dtype), copy=False)
-                tensor.copyFrom(MNN.Tensor(tuple(array.shape), halide[array.dtype], array, caffe))
+            for _, tensor, array in fed:
+                tensor.copyFrom(MNN.Tensor(tuple(array.shape), to_halide[array.dtype], array, caffe))
             code = interpreter.runSession(session)
         except Exception as error:
             raise Failure("run", _describe_exception(error)) from None
@@ -257,24 +332,24 @@ def _run_session(header: dict, inputs: list) -> tuple[float, list, list]:
             try:
                 host = MNN.Tensor(produced[name], caffe)
                 produced[name].copyToHostTensor(host)
-                result[name] = np.array(host.getNumpyData(), copy=True)
+                result[name] = np.array(host.getNumpyData(), copy=True).reshape(produced[name].getShape())
             except Exception as error:
                 raise Failure("run", f"reading output {name!r}: {_describe_exception(error)}") from None
         run_s.append(time.perf_counter() - start)
         repeats.append(result)
-    return load_s, run_s, repeats
+    return load_s, run_s, repeats, _fed(inputs, declared)
 
 
-def _to_mnn_dtype(array: np.ndarray) -> np.ndarray:
-    """MNN tensors hold float32, int32 or uint8; ONNX inputs are cast the way MNN's converter casts them."""
-    kind = array.dtype.kind
-    if kind == "f":
-        return array.astype(np.float32, copy=False)
-    if kind in "iub" and array.dtype != np.uint8:
-        return array.astype(np.int32, copy=False)
-    if array.dtype == np.uint8:
-        return array
-    raise Failure("run", f"MNN cannot take an input of dtype {array.dtype}")
+def _halide_dtype(table: dict, halide) -> np.dtype | None:
+    """The numpy dtype of a Session tensor's halide type; None for types pymnn cannot create (int8 gives None)."""
+    return next((np.dtype(dtype) for key, dtype in table.items() if halide is not None and halide == key), None)
+
+
+def _converter_dtype(array: np.ndarray) -> np.dtype:
+    """The dtype MNN's converter gives an ONNX input: float32, int32 (any other integer or bool) or uint8."""
+    if array.dtype == np.uint8 or array.dtype == np.int8:
+        return array.dtype
+    return np.dtype(np.float32) if array.dtype.kind == "f" else np.dtype(np.int32)
 
 
 def _describe_exception(error: BaseException) -> str:
@@ -302,6 +377,7 @@ def serve(sock: socket.socket, native: NativeLog) -> None:
         native.rewind()
         reply: dict = {"ok": True}
         out: dict = {}
+        perturb(header.get("attempt", 0))
         try:
             result, out = HANDLERS[op](header, arrays)
             reply.update(result)
@@ -309,24 +385,188 @@ def serve(sock: socket.socket, native: NativeLog) -> None:
             reply.update(ok=False, stage=failure.stage, error=str(failure))
         except Exception:  # a bug in a request, not in MNN: report it, keep serving
             reply.update(ok=False, stage="worker", error=traceback.format_exc(limit=4))
+        perturb(0)
         reply["log"] = native.text()
         send_message(sock, reply, out)
+
+
+def _connect(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    return sock
+
+
+def _native_log(path: str) -> NativeLog:
+    """Native output to `path`; the cwd moves to a private directory beside it (MNN's converter writes scratch
+    files into the cwd)."""
+    native = NativeLog(path)
+    private = os.path.splitext(path)[0] + ".cwd"
+    os.makedirs(private, exist_ok=True)
+    os.chdir(private)
+    return native
+
+
+# ---------------------------------------------------------------- fork server
+# One process that has imported MNN and forks a fresh worker per `fork` request, so a lost worker costs a fork,
+# not an interpreter start and an MNN import (or a container start). The control connection asks for children
+# and about them: exit status (negative: killed by that signal), resident memory, kill. Children are named by a
+# number, never reused, so a dead child's pid, reused by the kernel, can never be killed by mistake.
+
+_PR_SET_PDEATHSIG = 1
+
+
+def serve_forks(control: socket.socket, native: NativeLog, import_log: str) -> None:
+    """Fork workers and answer for them until the parent says exit or goes away; then kill what is left."""
+    alive: dict[int, int] = {}  # child number -> pid
+    ended: dict[int, dict] = {}  # child number -> its exit report (a few bytes each: kept)
+    oom_kills_at: dict[int, int] = {}  # child number -> the cgroup's OOM-kill count when it was forked
+    threads = len(os.listdir("/proc/self/task"))
+    while True:
+        try:
+            header, _ = recv_message(control)
+        except EOFError:
+            break
+        _reap(alive, ended, oom_kills_at)
+        op, child = header.get("op"), header.get("child", -1)
+        if op == "exit":
+            break
+        if op == "fork" and threads > 1:  # forking a threaded process can copy a held lock: refuse
+            reply = {"ok": False, "error": f"the fork server has {threads} threads after importing MNN"}
+        elif op == "fork":
+            number = len(oom_kills_at)
+            oom_kills_at[number] = _oom_kills()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            try:
+                pid = os.fork()
+            except OSError as error:
+                reply = {"ok": False, "error": f"fork failed: {error}"}
+            else:
+                if pid == 0:
+                    _forked_worker(header, control, native, import_log)
+                alive[number] = pid
+                reply = {"ok": True, "child": number, "pid": pid}
+        elif op == "poll":
+            reply = {"ok": True, "code": None, **ended.get(child, {})}
+        elif op == "resident":
+            reply = {"ok": True, "resident_mb": _resident_mb(alive[child]) if child in alive else None}
+        elif op == "kill":
+            with contextlib.suppress(KeyError, ProcessLookupError):
+                os.kill(alive[child], signal.SIGKILL)
+            reply = {"ok": True}
+        else:
+            reply = {"ok": False, "error": f"unknown fork server request {op!r}"}
+        send_message(control, reply)
+    for pid in alive.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def _reap(alive: dict[int, int], ended: dict[int, dict], oom_kills_at: dict[int, int]) -> None:
+    """Collect every child that has exited, with its exit code and whether the kernel's OOM killer took it."""
+    numbers = {pid: number for number, pid in alive.items()}
+    while numbers:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        number = numbers.pop(pid, None)
+        if number is None:
+            continue
+        del alive[number]
+        code = os.waitstatus_to_exitcode(status)
+        ended[number] = {"code": code, "oom_killed": code == -signal.SIGKILL and _oom_kills() > oom_kills_at[number]}
+
+
+def _forked_worker(header: dict, control: socket.socket, server_log: NativeLog, import_log: str) -> None:
+    """The child: its own log on fds 1 and 2, its own connection to the harness; it never returns."""
+    code = 1
+    try:
+        started = time.perf_counter()
+        control.close()
+        os.close(server_log.fd)
+        with contextlib.suppress(OSError, AttributeError):  # die with the server, so none is ever orphaned
+            ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        native = _native_log(header["log"])
+        if header.get("address_limit_mb"):  # a huge allocation fails at once, instead of filling memory
+            limit = header["address_limit_mb"] << 20
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        sock = _connect(header["socket"])
+        import MNN
+
+        send_message(sock, {"hello": PROTOCOL, "pid": os.getpid(), "import_s": 0.0, "forked": True,
+                            "fork_s": time.perf_counter() - started, "mnn_version": MNN.version(),
+                            "log": import_log + native.text()})
+        serve(sock, native)
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _resident_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            kb = next((line.split()[1] for line in status if line.startswith("VmRSS:")), None)
+    except OSError:
+        return None
+    return int(kb) / 1024 if kb else None
+
+
+def _oom_kills() -> int:
+    """How many processes the kernel's OOM killer has taken in this process's memory cgroup (v2 or v1; in a
+    container, the container's); 0 if unknown."""
+    candidates = []
+    with contextlib.suppress(OSError):
+        for line in _read("/proc/self/cgroup").splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controllers == "":
+                candidates.append(f"/sys/fs/cgroup{path.rstrip('/')}/memory.events")
+            elif "memory" in controllers.split(","):
+                candidates.append(f"/sys/fs/cgroup/memory{path.rstrip('/')}/memory.oom_control")
+    candidates += ["/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"]  # a container's
+    for candidate in candidates:
+        with contextlib.suppress(OSError, ValueError):
+            for line in _read(candidate).splitlines():
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    return 0
+
+
+def _read(path: str) -> str:
+    with open(path) as file:
+        return file.read()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--socket", required=True, help="Unix socket the harness listens on")
     parser.add_argument("--log", required=True, help="file that receives MNN's native output")
+    parser.add_argument("--fork-server", action="store_true", help="fork a fresh worker for each request instead")
     args = parser.parse_args()
-    native = NativeLog(args.log)
+    native = _native_log(args.log)
     started = time.perf_counter()
     import MNN
 
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(args.socket)
+    if args.fork_server:  # everything a child would import, imported once
+        import _tools  # noqa: F401
+        import MNN.expr
+        import MNN.nn
+    sock = _connect(args.socket)
+    import_log = native.text()
     send_message(sock, {"hello": PROTOCOL, "pid": os.getpid(), "import_s": time.perf_counter() - started,
-                        "mnn_version": MNN.version(), "log": native.text()})
-    serve(sock, native)
+                        "mnn_version": MNN.version(), "threads": len(os.listdir("/proc/self/task")),
+                        "log": import_log})
+    if args.fork_server:
+        serve_forks(sock, native, import_log)
+    else:
+        serve(sock, native)
+
 
 if __name__ == "__main__":
     main()

@@ -18,10 +18,11 @@ def silu() -> Graph:
 
 
 def gelu_erf() -> Graph:
+    """GELU written exactly as MNN's converter template `(Erf(x*0.707106769)+1)*x*0.5` (FuseTemplateOp.cpp)."""
     g = Graph("gelu_erf")
     x = g.input("x", [1, 16, 64])
-    erf = g.op("Erf", [g.op("Div", [x, g.const(math.sqrt(2.0))])])
-    g.output(g.op("Mul", [g.op("Mul", [x, g.const(0.5)]), g.op("Add", [erf, g.const(1.0)])]), "y")
+    erf = g.op("Erf", [g.op("Mul", [x, g.const(np.float32(0.707106769))])])
+    g.output(g.op("Mul", [g.op("Mul", [g.op("Add", [erf, g.const(1.0)]), x]), g.const(0.5)]), "y")
     return g
 
 
@@ -206,10 +207,12 @@ def einsum() -> Graph:
 
 
 def shape_start_end() -> Graph:
+    """Shape(start=1, end=3) drives a Reshape and, summed, divides it: a wrong Shape is wrong in value too."""
     g = Graph("shape_start_end")
     x = g.input("x", [2, 3, 8, 16])
     dims = g.op("Shape", [x], start=1, end=3)
-    g.output(g.op("Reshape", [x, g.op("Concat", [g.ints(-1), dims], axis=0)]), "y")
+    dims_sum = g.op("ReduceSum", [g.op("Cast", [dims], to=FLOAT)], keepdims=0)
+    g.output(g.op("Div", [g.op("Reshape", [x, g.op("Concat", [g.ints(-1), dims], axis=0)]), dims_sum]), "y")
     return g
 
 
@@ -223,22 +226,38 @@ def input_identity_cast() -> Graph:
 def constant_of_shape_default() -> Graph:
     g = Graph("constant_of_shape_default")
     x = g.input("x", [2, 3, 16])
-    g.output(g.op("Add", [x, g.op("ConstantOfShape", [g.op("Shape", [x])])]), "y")  # no `value`: zeros
+    zeros = g.op("ConstantOfShape", [g.op("Shape", [x])])  # no `value`: zeros
+    # scaled up so that even tiny garbage (converters have left 1e-23 in it) is far beyond tolerance
+    g.output(g.op("Add", [x, g.op("Mul", [zeros, g.const(1e30)])]), "y")
     return g
 
 
-def _spec(builder, tags: str, guards: str, opset: int = 17) -> ModelSpec:
+def gelu_inputs(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """x in [-4, 0], where tanh-approximated and exact GELU differ by up to 2.8e-3 of max |GELU(x)|, past the
+    fp32 tolerance (1e-3); on standard normal inputs the difference (8e-5) would hide."""
+    return {"x": rng.uniform(-4.0, 0.0, (1, 16, 64)).astype(np.float32)}
+
+
+def _spec(builder, tags: str, guards: str, opset: int = 17, inputs=None) -> ModelSpec:
     name = "micro-" + builder.__name__.rstrip("_").replace("_", "-")
-    return ModelSpec(name, lambda: builder().model(opset), ("micro", *tags.split()), guards)
+    return ModelSpec(name, lambda: builder().model(opset), ("micro", *tags.split()), guards, inputs=inputs)
 
 
 MODELS = [
-    _spec(silu, "activation llm", "SiLU as x*Sigmoid(x): 'Unary Op can not execute' on 2.9.4 runtimes "
-                                  "for 3.x-converted Qwen2"),
-    _spec(gelu_erf, "activation transformer", "erf GELU, fused into one op by newer converters"),
-    _spec(gelu_tanh, "activation transformer", "tanh-approximated GELU pattern (Pow/Tanh), fused by newer converters"),
-    _spec(layernorm, "norm transformer", "LayerNormalization (opset 17), a fused op older runtimes may lack"),
-    _spec(rmsnorm, "norm llm", "RMSNorm as Pow/ReduceMean/Sqrt/Div, fused by --transformerFuse"),
+    _spec(silu, "activation llm", "SiLU as x*Sigmoid(x): converters from 3.0.1 on fuse it into a "
+                                  "SiLU op that 2.9.4 and 3.0.0 runtimes reject ('Unary Op can not execute'), "
+                                  "as with 3.x-converted Qwen2"),
+    _spec(gelu_erf, "activation transformer", "erf GELU in the form MNN's converter fuses: 2.9.4 keeps it "
+                                            "exact, 3.x converters swap in the tanh approximation (wrong-output "
+                                            "on inputs in [-4, 0])", inputs=gelu_inputs),
+    _spec(gelu_tanh, "activation transformer", "tanh-approximated GELU as Pow/Tanh, which no converter "
+                                            "fuses: it must stay the tanh form (exact erf would fail on these "
+                                            "inputs)", inputs=gelu_inputs),
+    _spec(layernorm, "norm transformer", "LayerNormalization (opset 17): one LayerNorm op from 3.6.1's "
+                                       "converter, decomposed by 3.0.0's; every runtime must match"),
+    _spec(rmsnorm, "norm llm", "RMSNorm as Pow/ReduceMean/Sqrt/Div: 3.6.1's converter fuses it into "
+                              "a LayerNorm op with an RMS flag (no --transformerFuse needed); a runtime "
+                              "subtracting the mean would fail"),
     _spec(softmax, "activation attention", "last-axis Softmax of attention scores"),
     _spec(matmul, "linear llm", "MatMul against a weight: the op weight quantization rewrites"),
     _spec(gemm, "linear vision", "Gemm with transB, the classifier head pattern"),
@@ -246,7 +265,8 @@ MODELS = [
     _spec(conv_depthwise, "conv vision", "strided depthwise Conv (group = channels)"),
     _spec(conv_transpose, "conv vision", "strided ConvTranspose, the upsampling op of generators"),
     _spec(maxpool, "pool vision", "padded strided MaxPool"),
-    _spec(avgpool, "pool vision", "padded AveragePool excluding pads: SIGFPE in some runtimes"),
+    _spec(avgpool, "pool vision", "padded AveragePool with count_include_pad=0: pads must not be "
+                                  "averaged in"),
     _spec(resize, "resize vision", "bilinear half-pixel Resize, a frequent cross-version numeric drift"),
     _spec(gather, "tensor llm", "token embedding lookup: Gather with int64 ids"),
     _spec(slice_, "tensor llm", "multi-axis Slice with steps"),
@@ -260,10 +280,13 @@ MODELS = [
     _spec(cumsum, "reduction llm", "CumSum, used for position ids from attention masks"),
     _spec(topk, "reduction llm", "TopK values and int64 indices, as samplers do"),
     _spec(einsum, "linear attention", "Einsum attention scores (bhid,bhjd->bhij)"),
-    _spec(shape_start_end, "tensor llm", "Shape with start/end attributes (opset 15+), from newer exporters",
+    _spec(shape_start_end, "tensor llm", "Shape with start/end (opset 15+): converters up to 3.2.0 ignore "
+                                           "start/end, so the output has the wrong shape and values",
           opset=17),
-    _spec(input_identity_cast, "tensor llm", "an input through Identity then Cast: 'tensor [ X ] is input but "
-                                             "not found', then SIGSEGV, on a 3.0.0 runtime"),
+    _spec(input_identity_cast, "tensor llm", "an input through Identity then Cast: converters up to 3.2.0 lose "
+                                             "the input ('needs tensor identity_1 as an input', then SIGSEGV "
+                                             "or a rejected model on every runtime)"),
     _spec(constant_of_shape_default, "tensor llm", "ConstantOfShape without `value` (zeros), as ONNX's expanded "
-                                                   "Attention has: converters fill it with uninitialized memory"),
+                                                   "Attention has: converters fill it with uninitialized memory, "
+                                                   "scaled here so any garbage shows"),
 ]

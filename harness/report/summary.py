@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from harness.records import CellRecord, Results, Verdict
+from harness.records import NEUTRAL_VERDICTS, CellRecord, Results, Verdict
 
 SYMBOLS = {
     Verdict.PASS: "✅", Verdict.WRONG_OUTPUT: "❌", Verdict.NONDETERMINISTIC: "🎲", Verdict.CONVERT_ERROR: "🔧",
     Verdict.QUANTIZE_ERROR: "🧮",
     Verdict.LOAD_ERROR: "📂", Verdict.UNSUPPORTED_OP: "🚫", Verdict.SHAPE_ERROR: "📐", Verdict.CRASH: "💥",
-    Verdict.TIMEOUT: "⏱️", Verdict.UNCLASSIFIED: "❓",
+    Verdict.TIMEOUT: "⏱️", Verdict.UNCLASSIFIED: "❓", Verdict.OUT_OF_MEMORY: "🧨", Verdict.WRONG_SHAPE: "🔲",
+    Verdict.API_UNSUPPORTED: "➖", Verdict.NOT_RUN: "⏭️",
 }
 MEANINGS = {
     Verdict.PASS: "ran, and every output is within the variant's tolerance; repeated runs agree bitwise",
@@ -29,6 +30,11 @@ MEANINGS = {
     Verdict.CRASH: "the worker process died (the signal is given); the cell's last native output is kept",
     Verdict.TIMEOUT: "the worker did not answer within the time limit and was killed",
     Verdict.UNCLASSIFIED: "failed with a message no pattern in harness/patterns.yaml explains: read the excerpt",
+    Verdict.OUT_OF_MEMORY: "the worker went over its memory cap (run.memory_limit_mb in matrix.yaml) and was killed",
+    Verdict.WRONG_SHAPE: "ran, but an output's shape (or dtype) differs from the reference; both are given",
+    Verdict.API_UNSUPPORTED: "this Python API of this MNN version documents that it cannot run this model or take "
+                             "this input dtype (not counted against the op or the pairing)",
+    Verdict.NOT_RUN: "converted, but not run: the harness cannot feed its inputs (the reason says why; not counted)",
 }
 
 
@@ -58,16 +64,21 @@ class Summary:
         self.runtimes = [t.id for t in ok if "run" in t.roles]
         self.unavailable = [t for t in results.toolchains if t.status != "ok"]
         self.grid: dict[tuple[str, str], PairCount] = defaultdict(PairCount)
-        for cell in results.cells:
+        for cell in results.cells:  # an API's documented limit or a run not made says nothing of the pairing
             count = self.grid[cell.converter, cell.runtime]
-            count.total += 1
+            count.total += cell.outcome.verdict not in NEUTRAL_VERDICTS
             count.passed += cell.outcome.verdict == Verdict.PASS
             count.verdicts[cell.outcome.verdict] += 1
         self.verdicts = Counter(cell.outcome.verdict for cell in results.cells)
 
     @property
     def failures(self) -> list[CellRecord]:
-        return [c for c in self.results.cells if c.outcome.verdict != Verdict.PASS]
+        return [c for c in self.results.cells if c.outcome.verdict not in (Verdict.PASS, *NEUTRAL_VERDICTS)]
+
+    @property
+    def limits(self) -> list[CellRecord]:
+        """Cells an API's documented limit or the harness's inputs kept from running (not counted as failures)."""
+        return [c for c in self.results.cells if c.outcome.verdict in NEUTRAL_VERDICTS]
 
     def model_rows(self, model: str) -> list[tuple[str, str, list[CellRecord | None]]]:
         """For one model: a row per (variant, api), a column per (converter, runtime) pair."""
@@ -86,7 +97,7 @@ class Summary:
         gaps: dict[str, OpGap] = {}
         for record in [*self.results.conversions, *self.results.cells]:
             outcome = record.outcome
-            if outcome.verdict == Verdict.PASS:
+            if outcome.verdict == Verdict.PASS or outcome.verdict in NEUTRAL_VERDICTS:
                 continue
             for op in outcome.ops:
                 gap = gaps.setdefault(op, OpGap(op))

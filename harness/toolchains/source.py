@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness import containers, sourcebuild
 from harness.toolchains import ProvisionError, Toolchain
-from harness.workers import WORKER_ENVIRONMENT, WORKER_SCRIPT, Process
+from harness.workers import OOM_SCORE_ADJ, WORKER_ENVIRONMENT, WORKER_SCRIPT, Process
 
 WORKER_IN_IMAGE = "/opt/mnn-matrix/worker.py"
 
@@ -36,13 +36,18 @@ class SourceToolchain(Toolchain):
                 "repository": labels.get(f"{sourcebuild.LABEL}.repository", ""),
                 "recipe": labels.get(f"{sourcebuild.LABEL}.recipe", "")[:12]}
 
-    def launch(self, socket_path: Path, log_path: Path) -> Process:
+    forks = True  # Workers fork from a server this launches (harness/forkserver.py), all in one container
+
+    def launch(self, socket_path: Path, log_path: Path, fork_server: bool = False) -> Process:
+        """A container; a fork server's children use its mounts, so they must live beside its socket and log."""
         mounts = {str(WORKER_SCRIPT): {"bind": WORKER_IN_IMAGE, "mode": "ro"}}
         for shared in {socket_path.parent, log_path.parent, self.workspace.root}:
             mounts[str(shared)] = {"bind": str(shared), "mode": "rw"}  # same paths inside and out
+        mode = ["--fork-server"] if fork_server else []
         container = containers.client().containers.run(
-            self.image, ["python", "-I", WORKER_IN_IMAGE, "--socket", str(socket_path), "--log", str(log_path)],
+            self.image, ["python", "-I", WORKER_IN_IMAGE, "--socket", str(socket_path), "--log", str(log_path),
+                         *mode],
             detach=True, network_mode="none", user=f"{os.getuid()}:{os.getgid()}", volumes=mounts,
-            environment=WORKER_ENVIRONMENT,
+            environment=WORKER_ENVIRONMENT, oom_score_adj=OOM_SCORE_ADJ,  # its memory cap is set by the Worker
             labels={f"{sourcebuild.LABEL}.worker": self.id})
         return containers.ContainerProcess(container)
