@@ -28,6 +28,12 @@ def image_like(model: PreparedModel) -> bool:
     return spec["dtype"].startswith("float") and len(shape) == 4 and shape[0] == 1 and shape[1] in FORMATS
 
 
+def calibration_dir(run_dir: Path, model: PreparedModel, quantize: dict) -> Path:
+    """Where a run keeps a model's calibration for one quantization setting (each setting its own)."""
+    settings = hashlib.sha256(json.dumps([model.sha256, quantize], sort_keys=True).encode()).hexdigest()[:12]
+    return run_dir / "calibration" / f"{model.name}-{settings}"
+
+
 def write_calibration(model: PreparedModel, quantize: Quantize, directory: Path) -> Path:
     """Write the samples and the tool's JSON config into `directory` (once); return the config's path."""
     config_path = directory / "config.json"

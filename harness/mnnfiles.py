@@ -5,12 +5,13 @@ converted models."""
 from __future__ import annotations
 
 import json
-import re
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from harness import judge
 
 
 def write_test_dir(directory: Path, inputs: dict[str, np.ndarray],
@@ -46,15 +47,6 @@ def _file_name(tensor: str) -> str:
     return tensor.replace("/", "_")
 
 
-UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
 def model_difference(first: Path, second: Path) -> str:
     """How two conversions of one model differ, ignoring the random uuid MNN stamps on each ('' if not)."""
-    a, b = (UUID.sub(b"-" * 36, path.read_bytes()) for path in (first, second))
-    if a == b:
-        return ""
-    if len(a) != len(b):
-        return f"{len(a)} and {len(b)} bytes long"
-    changed = np.flatnonzero(np.frombuffer(a, np.uint8) != np.frombuffer(b, np.uint8))
-    return f"{changed.size} of {len(a)} bytes differ, from offset {changed[0]}"
+    return judge.model_difference(first.read_bytes(), second.read_bytes())

@@ -15,14 +15,17 @@ from pathlib import Path
 
 import yaml
 
+from harness import judge
+from harness.calibration import calibration_dir
 from harness.mnnfiles import write_test_dir
 from harness.modelstore import PreparedModel
 from harness.records import CellRecord, Results, ToolchainRecord, Verdict
 from harness.report.markdown import environment
 from harness.verdicts import PATTERNS_FILE
-from harness.workers import WORKER_SCRIPT
+from harness.workers import WORKER_ENVIRONMENT, WORKER_SCRIPT
 
 BUNDLE_FILES = Path(__file__).with_name("bundle")
+JUDGE = Path(judge.__file__)
 
 
 def bundle_id(cell: CellRecord) -> str:
@@ -34,7 +37,8 @@ def failing_groups(results: Results) -> dict[str, list[CellRecord]]:
     groups: dict[str, list[CellRecord]] = defaultdict(list)
     for cell in results.cells:
         groups[bundle_id(cell)].append(cell)
-    return {key: cells for key, cells in groups.items() if any(c.outcome.verdict != Verdict.PASS for c in cells)}
+    return {key: cells for key, cells in groups.items()
+            if any(c.outcome.verdict not in (Verdict.PASS, Verdict.NOT_RUN) for c in cells)}
 
 
 def write_bundles(results: Results, models: dict[str, PreparedModel], run_dir: Path, out: Path,
@@ -70,11 +74,14 @@ def write_bundle(results: Results, cells: list[CellRecord], model: PreparedModel
     if conversion.outcome.verdict == Verdict.PASS and converted.exists():
         shutil.copy(converted, target / "converted.mnn")
     if conversion.quantize:
-        samples = next((run_dir / "calibration").glob(f"{model.name}-*/config.json"), None)
-        if samples is not None:
-            shutil.copytree(samples.parent, target / "calibration")
+        samples = calibration_dir(run_dir, model, conversion.quantize)
+        if (samples / "config.json").exists():
+            shutil.copytree(samples, target / "calibration")
     shutil.copy(WORKER_SCRIPT, target / "worker.py")
+    shutil.copy(JUDGE, target / "judge.py")
     shutil.copy(BUNDLE_FILES / "reproduce.py", target / "reproduce.py")
+    if (target / "converted.mnn").exists():  # what the matrix saw of the tool's stability travels with its model
+        (target / "conversion.json").write_text(json.dumps({"differs": conversion.reconversion_differs}))
     (target / "patterns.json").write_text(json.dumps(yaml.safe_load(PATTERNS_FILE.read_text()), indent=1))
     cell = {
         "title": f"{first.model} ({first.variant}) converted by {first.converter}, run by {first.runtime}",
@@ -83,6 +90,7 @@ def write_bundle(results: Results, cells: list[CellRecord], model: PreparedModel
         "outputs": list(model.outputs), "apis": sorted({c.api for c in cells}),
         "memory": sorted({c.memory for c in cells}),
         "settings": {k: results.settings[k] for k in ("threads", "precision", "repeat")},
+        "environment": WORKER_ENVIRONMENT,
         "tolerance": model.tolerance or variant.tolerance, "stage": conversion.outcome.stage
         if conversion.outcome.verdict != Verdict.PASS else "run",
         "recorded": [{"api": c.api, "memory": c.memory, "verdict": c.outcome.verdict.value, "stage": c.outcome.stage,

@@ -19,13 +19,13 @@ from typing import TypeVar
 import numpy as np
 
 from harness import verdicts
-from harness.calibration import write_calibration
+from harness.calibration import calibration_dir, write_calibration
 from harness.compare import compare_output, disagreement
 from harness.config import Matrix, Quantize, Tolerance
 from harness.journal import Journal
 from harness.mnnfiles import model_difference
 from harness.modelstore import PreparedModel
-from harness.plan import Cell, Conversion, digest
+from harness.plan import Cell, Conversion
 from harness.records import CellRecord, ConversionRecord, Outcome, OutputDelta, Verdict
 from harness.toolchains import Toolchain
 from harness.workers import Reply, Worker, WorkerLost
@@ -168,9 +168,8 @@ class Runner:
             return ConversionRecord(**base, outcome=step.outcome, size_bytes=step.size, convert_s=step.seconds,
                                     wall_s=step.wall_s)
         with self._lock:  # several converters may quantize the same model at once: they share its samples
-            samples = digest(model.sha256, conversion.quantize)[:12]
             config = write_calibration(model, Quantize(**conversion.quantize),
-                                       self.journal.run_dir / "calibration" / f"{model.name}-{samples}")
+                                       calibration_dir(self.journal.run_dir, model, conversion.quantize))
         final = self.converted_path(conversion.key)
         request = {"op": "quantize", "src": str(converted), "dst": str(final), "config": str(config)}
         quantized = self._step(conversion.converter, "quantize", request)

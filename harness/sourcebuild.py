@@ -26,8 +26,8 @@ import docker.errors
 
 from harness import containers
 from harness.config import SourceToolchain
+from harness.judge import tail
 from harness.sources import Source, SourceError
-from harness.workers import tail
 from harness.workspace import Workspace
 
 ASSETS = Path(__file__).with_name("docker")

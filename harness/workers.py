@@ -23,13 +23,13 @@ from typing import Protocol
 
 import numpy as np
 
+from harness.judge import tail
 from harness.worker import recv_message, send_message
 
 WORKER_SCRIPT = Path(__file__).with_name("worker.py")
 WORKER_ENVIRONMENT = {  # MNN's own threads are set per request; malloc perturbation: see worker.PERTURB_BYTES
     "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
     "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0:glibc.malloc.perturb=165"}
-TAIL_LINES = 30
 MEMORY_TICK_S = 0.05  # how often a local worker's resident memory is read during a request
 MEMORY_CAP_CEILING_MB = 4096
 OOM_SCORE_ADJ = 1000  # should anything slip through, the kernel's OOM killer picks a worker before anything else
@@ -138,10 +138,6 @@ def describe_exit(code: int | None) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"exit code {code}"
-
-
-def tail(text: str, lines: int = TAIL_LINES) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 class _OverCap(Exception):

@@ -292,7 +292,7 @@ def test_real_failures_get_the_right_verdict(worker_for, tmp_path: Path, name: s
 
 
 def test_every_pattern_is_pinned_by_a_real_case() -> None:
-    assert {p.id for p in verdicts.patterns()} == {case.pattern for case in CASES.values()}
+    assert {p["id"] for p in verdicts.patterns()} == {case.pattern for case in CASES.values()}
 
 
 def test_a_failure_no_pattern_explains_is_unclassified_never_a_pass(worker_for, tmp_path: Path,

@@ -22,11 +22,14 @@ CONFIG = {
                    {"id": "pypi-3.6.1", "kind": "pypi", "version": "3.6.1"}],
     "variants": [{"id": "fp32", "flags": [], "tolerance": {"max_abs_ratio": 0.001}},
                  {"id": "fp16-exact", "flags": ["--fp16"], "tolerance": {"max_abs_ratio": 1e-12}},
-                 {"id": "ptq-kl", "quantize": {"feature": "KL", "samples": 4},
-                  "tolerance": {"min_cosine": 0.99, "max_rel_l2": 0.15}}],
-    "models": [{"name": "micro-silu", "variants": ["fp32"]},
-               {"name": "micro-input-identity-cast", "variants": ["fp32"]},
-               {"name": "micro-conv", "variants": ["fp16-exact"]}, {"name": "seq-gru", "variants": ["ptq-kl"]}],
+                 *({"id": f"ptq-{method.lower()}", "quantize": {"feature": method, "samples": 4},
+                    "tolerance": {"min_cosine": 0.99, "max_rel_l2": 0.15}} for method in ("KL", "EMA", "ADMM"))],
+    "models": [{"name": "micro-silu", "variants": ["fp32"]},  # unsupported-op
+               {"name": "micro-input-identity-cast", "variants": ["fp32"]},  # crash, load-error
+               {"name": "micro-shape-start-end", "variants": ["fp32"]},  # wrong-shape
+               {"name": "micro-constant-of-shape-default", "variants": ["fp32"]},  # nondeterministic (converter)
+               {"name": "micro-conv", "variants": ["fp16-exact"]},  # wrong-output
+               {"name": "seq-gru", "variants": ["ptq-kl", "ptq-ema", "ptq-admm"]}],  # quantization, each its own
     "run": {"apis": ["module", "session"], "threads": 1, "precision": "normal", "repeat": 2},
 }
 
@@ -65,6 +68,31 @@ def test_a_bundle_reproduces_the_recorded_verdict(bundles: Path, name: str, tmp_
     else:
         assert verdicts == [r["verdict"] for r in sorted(cell["recorded"], key=lambda r: (r["api"], r["memory"]))], \
             output
+
+
+def test_every_bundle_prints_the_verdicts_of_its_cells(bundles: Path, tmp_path: Path, toolchains) -> None:
+    """Every verdict kind the run gave, every quantization variant of one model: the bundle's judge is the table's."""
+    wrong, kinds = [], set()
+    for archive in sorted(bundles.glob("*.tar.gz")):
+        cell, verdicts, output = reproduce(archive, tmp_path / archive.name.removesuffix(".tar.gz"), toolchains)
+        ordered = sorted(cell["recorded"], key=lambda r: (r["api"], r["memory"]))
+        recorded = [ordered[0]["verdict"]] if cell["stage"] in ("convert", "quantize") else [
+            r["verdict"] for r in ordered]
+        kinds.update(recorded)
+        if verdicts != recorded:
+            wrong.append(f"{archive.name}: printed {verdicts}, recorded {recorded}\n{output[-1500:]}")
+    assert not wrong, "\n".join(wrong)
+    assert {"unsupported-op", "crash", "load-error", "wrong-shape", "nondeterministic", "wrong-output"} <= kinds
+
+
+def test_each_quantization_bundle_carries_its_own_calibration(bundles: Path) -> None:
+    for method in ("KL", "EMA", "ADMM"):
+        carried = [bundle for bundle in bundles.glob(f"seq-gru--ptq-{method.lower()}--*")
+                   if bundle.is_dir() and (bundle / "calibration").exists()]
+        assert carried, f"no ptq-{method.lower()} bundle with calibration"
+        for bundle in carried:
+            config = json.loads((bundle / "calibration" / "config.json").read_text())
+            assert config["feature_quantize_method"] == method, bundle.name
 
 
 def test_a_bundle_has_what_an_upstream_report_needs(bundles: Path) -> None:

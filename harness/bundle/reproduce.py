@@ -1,15 +1,15 @@
 """Reproduce one mnn-matrix failure with MNN alone (plus numpy): `sh reproduce.sh` runs it end to end.
 
-    python reproduce.py convert   # with the converter's MNN: model.onnx -> converted.mnn
+    python reproduce.py convert   # with the converter's MNN: model.onnx -> converted.mnn (twice, and compared)
     python reproduce.py run       # with the runtime's MNN: run converted.mnn, print the verdicts
 
-Each step runs in a child process, so a crash is reported (with its signal) instead of ending the
-script. `cell.json` says what the matrix did; `worker.py` is the harness's own MNN code, unchanged.
+Each step runs in a child process, so a crash is reported (with its signal) instead of ending the script.
+`cell.json` says what the matrix did; `worker.py` and `judge.py` are the harness's own code, unchanged: the
+verdicts printed here are decided exactly as the table's were.
 """
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,7 +17,8 @@ import sys
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-STAGE_VERDICTS = {"convert": "convert-error", "quantize": "quantize-error"}
+sys.path.insert(0, HERE)
+import judge  # noqa: E402  (the harness's judge, shipped beside this file)
 
 
 def path(name):
@@ -32,25 +33,30 @@ def read(name, default=None):
         return json.load(file) if name.endswith(".json") else file.read()
 
 
+def write(name, data):
+    with open(path(name), "w") as file:
+        json.dump(data, file)
+
+
 CELL = read("cell.json")
 PATTERNS = read("patterns.json")
 
 
-def child(step):
+def child(step, attempt):
     """Runs inside the child process: one step with worker.py's own functions; writes a JSON result."""
-    sys.path.insert(0, HERE)
     import worker
 
-    worker.NativeLog(path("native-{}.log".format(step.replace(":", "-"))))  # unbuffered, so a crash loses nothing
+    worker.NativeLog(path(f"native-{step.replace(':', '-')}-{attempt}.log"))  # unbuffered: a crash loses nothing
+    worker.perturb(attempt)  # as the matrix's workers do: a second attempt sees other uninitialized memory
+    suffix = ".again.mnn" if attempt else ".mnn"
     if step == "convert":
-        target = "float.mnn" if CELL["quantize"] else "converted.mnn"
+        target = ("float" if CELL["quantize"] else "converted") + suffix
         result, _ = worker.convert({"src": path("model.onnx"), "dst": path(target), "flags": CELL["flags"]}, {})
     elif step == "quantize":
         config = read("calibration/config.json")
         config["path"] = path("calibration/samples")  # the samples travel with the bundle
-        with open(path("calibration/local.json"), "w") as file:
-            json.dump(config, file)
-        result, _ = worker.quantize({"src": path("float.mnn"), "dst": path("converted.mnn"),
+        write("calibration/local.json", config)
+        result, _ = worker.quantize({"src": path("float.mnn"), "dst": path("converted" + suffix),
                                      "config": path("calibration/local.json")}, {})
     else:
         api, memory = step.split(":")
@@ -64,107 +70,90 @@ def child(step):
             result = {"error": str(failure), "stage": failure.stage}
         else:
             np.savez(path(f"outputs-{api}-{memory}.npz"), **arrays)
-    with open(path(f"result-{step.replace(':', '-')}.json"), "w") as file:
-        json.dump(result, file)
+    write(f"result-{step.replace(':', '-')}-{attempt}.json", result)
 
 
-def step(name):
-    """Run a step in a child; return (result or None, exit description, its native output)."""
-    slug = name.replace(":", "-")
+def step(name, attempt=0):
+    """Run a step in a child; return (result or None, how the child ended, its native output)."""
+    slug = f"{name.replace(':', '-')}-{attempt}"
     for stale in (f"result-{slug}.json", f"native-{slug}.log"):
         if os.path.exists(path(stale)):
             os.remove(path(stale))
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name])
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name, str(attempt)],
+                          env={**os.environ, **CELL["environment"]})
     output = read(f"native-{slug}.log", "")
     if done.returncode < 0:
-        return None, f"worker died: {signal.Signals(-done.returncode).name} (signal {-done.returncode})", output
+        return None, f"SIGNAL {signal.Signals(-done.returncode).name} (signal {-done.returncode})", output
     return read(f"result-{slug}.json"), f"exit code {done.returncode}", output
 
 
-def classify(stage, text):
-    for pattern in PATTERNS:
-        if stage in pattern["stages"]:
-            found = re.search(pattern["regex"], text)
-            if found:
-                return STAGE_VERDICTS.get(stage, pattern["verdict"]), pattern["id"]
-    return STAGE_VERDICTS.get(stage, "unclassified-error"), None
+def attempt_outcome(stage, attempt):
+    """One attempt of a convert or quantize step: (outcome dict, output file)."""
+    result, ended, output = step(stage, attempt)
+    if result is None:
+        return judge.lost("crash", stage, ended.removeprefix("SIGNAL "), output, PATTERNS), None
+    produced = path(("float" if stage == "convert" and CELL["quantize"] else "converted")
+                    + (".again.mnn" if attempt else ".mnn"))
+    if not result.get("produced"):
+        return judge.classify(stage, output, result.get("error", ""), PATTERNS), None
+    return judge.outcome("pass", stage), produced
 
 
-def failed_checks(actual, reference, tolerance):
-    """The tolerance checks an output fails, as the matrix applies them."""
-    if actual.size != reference.size:
-        return [f"shape {list(actual.shape)} != reference {list(reference.shape)}"]
-    a, r = actual.astype(np.float64).reshape(reference.shape), reference.astype(np.float64)
-    both = np.isfinite(a) & np.isfinite(r)
-    special = int(np.count_nonzero(~both & ~((np.isnan(a) & np.isnan(r)) | (a == r))))
-    failed = [f"{special} NaN/Inf where the reference differs"] if special else []
-    diff, ref = np.abs(a[both] - r[both]), np.abs(r[both])
-    if reference.dtype.kind in "biu":
-        return failed + (["integer elements differ"] if np.any(diff) else [])
-    max_abs, max_ref = (float(diff.max()) if diff.size else 0.0), (float(ref.max()) if ref.size else 0.0)
-    ratio = max_abs / max_ref if max_ref > 0 else (0.0 if max_abs == 0 else float("inf"))
-    norm_a, norm_r = float(np.linalg.norm(a[both])), float(np.linalg.norm(r[both]))
-    cosine = 1.0 if not diff.size or norm_a == norm_r == 0 else (
-        float(np.dot(a[both], r[both]) / (norm_a * norm_r)) if norm_a and norm_r else 0.0)
-    rel_l2 = float(np.linalg.norm(diff)) / norm_r if norm_r else (0.0 if not np.any(diff) else float("inf"))
-    if tolerance.get("max_abs_ratio") is not None and ratio > tolerance["max_abs_ratio"]:
-        failed.append("max abs diff / max |ref| = {:.3g} > {:g}".format(ratio, tolerance["max_abs_ratio"]))
-    if tolerance.get("atol") is not None and np.any(diff > tolerance["atol"] + tolerance.get("rtol", 0) * ref):
-        failed.append("elements outside atol/rtol")
-    if tolerance.get("min_cosine") is not None and cosine < tolerance["min_cosine"]:
-        failed.append("cosine {:.6g} < {:g}".format(cosine, tolerance["min_cosine"]))
-    if tolerance.get("max_rel_l2") is not None and rel_l2 > tolerance["max_rel_l2"]:
-        failed.append("relative L2 error {:.3g} > {:g}".format(rel_l2, tolerance["max_rel_l2"]))
-    return failed
+def convert():
+    """Convert (and quantize) as the matrix does: each step twice, in other memory, and compared."""
+    differs = ""
+    for stage in ("convert", "quantize") if CELL["quantize"] else ("convert",):
+        (first, made), (second, again) = attempt_outcome(stage, 0), attempt_outcome(stage, 1)
+        if first["verdict"] != "pass" or second["verdict"] != "pass":
+            failed = first if first["verdict"] != "pass" else second
+            if first["verdict"] == "pass" or (second["verdict"] == "pass" and stage == "quantize"):
+                failed = judge.outcome("nondeterministic", stage, "the tool failed in 1 of 2 identical attempts "
+                                       f"({failed['verdict']}: {failed['reason']})")
+            print(f"VERDICT {failed['verdict']} at {stage}: {failed['reason']}")
+            return 1
+        with open(made, "rb") as a, open(again, "rb") as b:
+            difference = judge.model_difference(a.read(), b.read())
+        os.remove(again)
+        if difference:
+            differs = f"two {'quantizations' if stage == 'quantize' else 'conversions'} differ ({difference})"
+    write("conversion.json", {"differs": differs})
+    print("converted: converted.mnn" + (f"; but {differs}" if differs else ""))
+    return 0
 
 
 def judge_run(api, memory):
-    result, exit_text, output = step(f"{api}:{memory}")
+    """The outcome of one API and memory mode, decided as the matrix decides it."""
+    result, ended, output = step(f"{api}:{memory}")
     if result is None:
-        return ("crash" if exit_text.startswith("worker died") else "unclassified-error"), exit_text, output
-    if "error" in result:
-        verdict, _ = classify(result["stage"], output + "\n" + result["error"])
-        return verdict, result["error"], output
-    with np.load(path("expected.npz")) as data:
-        expected = {name: data[name] for name in CELL["outputs"]}
-    with np.load(path(f"outputs-{api}-{memory}.npz")) as data:
-        repeats = [{name: data[f"{i}/{name}"] for name in CELL["outputs"]}
-                   for i in range(CELL["settings"]["repeat"])]
-    for other in repeats[1:]:
-        if any(not np.array_equal(repeats[0][n], other[n], equal_nan=repeats[0][n].dtype.kind == "f")
-               for n in CELL["outputs"]):
-            return "nondeterministic", "repeated runs disagree", output
-    failed = [f"{n}: {c}" for n in CELL["outputs"] for c in failed_checks(repeats[0][n], expected[n],
-                                                                                 CELL["tolerance"])]
-    return ("wrong-output", "; ".join(failed), output) if failed else ("pass", "", output)
+        judged = judge.lost("crash", "run", ended.removeprefix("SIGNAL "), output, PATTERNS)
+    elif "error" in result:
+        judged = judge.classify(result["stage"], output, result["error"], PATTERNS)
+    else:
+        with np.load(path("expected.npz")) as data:
+            expected = {name: data[name] for name in CELL["outputs"]}
+        with np.load(path(f"outputs-{api}-{memory}.npz")) as data:
+            repeats = [{name: data[f"{i}/{name}"] for name in CELL["outputs"]}
+                       for i in range(CELL["settings"]["repeat"])]
+        deltas = [judge.output_delta(name, repeats[0][name], expected[name], CELL["tolerance"])
+                  for name in CELL["outputs"]]
+        judged = judge.judge_outputs(deltas, judge.disagreement(repeats), output, PATTERNS)
+    differs = read("conversion.json", {}).get("differs", "")
+    return (judge.unstable(judged, differs) if differs else judged), output
 
 
 def main():
     if sys.argv[1:2] == ["--child"]:
-        return child(sys.argv[2])
-    command = sys.argv[1] if len(sys.argv) > 1 else "run"
-    if command == "convert":
-        for stage in ("convert", "quantize") if CELL["quantize"] else ("convert",):
-            result, exit_text, output = step(stage)
-            if result is None or not result.get("produced"):
-                if result is None:
-                    verdict = "crash" if exit_text.startswith("worker died") else "unclassified-error"
-                else:
-                    verdict = classify(stage, output)[0]
-                print(output[-3000:])
-                reason = exit_text if result is None else "no model written"
-                print(f"VERDICT {verdict} at {stage}: {reason}")
-                return 1
-        print("converted: converted.mnn")
-        return 0
+        return child(sys.argv[2], int(sys.argv[3]))
+    if (sys.argv[1] if len(sys.argv) > 1 else "run") == "convert":
+        return convert()
     worst = 0
     for api in CELL["apis"]:
         for memory in CELL["memory"]:
-            verdict, reason, output = judge_run(api, memory)
-            if verdict != "pass":
+            judged, output = judge_run(api, memory)
+            if judged["verdict"] != "pass":
                 print(output[-3000:])
                 worst = 1
-            print(f"VERDICT {verdict} api={api} memory={memory}: {reason}")
+            print(f"VERDICT {judged['verdict']} api={api} memory={memory}: {judged['reason']}")
     return worst
 
 

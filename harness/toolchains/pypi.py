@@ -12,8 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from harness.judge import tail
 from harness.toolchains import ProvisionError, Toolchain
-from harness.workers import WORKER_ENVIRONMENT, WORKER_SCRIPT, LocalProcess, Process, tail
+from harness.workers import WORKER_ENVIRONMENT, WORKER_SCRIPT, LocalProcess, Process
 
 PROBE = ("import json, platform, MNN, numpy; print('\\nPROBE ' + json.dumps({'mnn_version': MNN.version(), "
          "'numpy_version': numpy.__version__, 'python': platform.python_version()}))")
