@@ -25,6 +25,7 @@ from onnx import TensorProto, helper
 from rich.console import Console
 from rich.table import Table
 
+from harness import protocol
 from harness.matrix import load, run_matrix
 from harness.progress import Progress
 from harness.records import Results
@@ -123,12 +124,11 @@ def restart_times(toolchain: Toolchain, fork: bool, samples: int = RESTART_SAMPL
         graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", tensor[:1], tensor[1:])
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), source)
         inputs = {"x": np.ones((1, 4), np.float32)}
-        request = {"op": "run", "model": str(model), "api": "module", "inputs": ["x"], "outputs": ["y"],
-                   "threads": 1, "precision": "normal", "repeat": 1}
+        request = protocol.run_request(model, "module", inputs, ["y"])
         worker = Worker(toolchain, directory, "restart", fork=fork)
         times = []
         try:
-            worker.request({"op": "convert", "src": str(source), "dst": str(model), "flags": []})
+            worker.request(protocol.convert_request(source, model))
             for _ in range(samples):
                 assert worker.process is not None
                 started = time.perf_counter()

@@ -39,6 +39,14 @@ class Journal:
         path.mkdir(exist_ok=True)
         return path
 
+    def converted_path(self, key: str) -> Path:
+        """Where the model a conversion (or quantization) made is kept."""
+        return self.converted_dir / f"{key[:24]}.mnn"
+
+    def float_path(self, key: str) -> Path:
+        """Where a quantized variant's float model (before quantization) is kept."""
+        return self.converted_dir / f"{key[:24]}.float.mnn"
+
     def add(self, record: ConversionRecord | CellRecord) -> None:
         kind = "conversion" if isinstance(record, ConversionRecord) else "cell"
         with self._lock:

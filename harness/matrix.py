@@ -18,6 +18,7 @@ from harness.config import Matrix, load_matrix
 from harness.journal import Journal
 from harness.opsupport import coverage, op_support
 from harness.plan import digest, harness_digest, make_plan
+from harness.pool import WorkerPool
 from harness.progress import Progress
 from harness.provisioning import ready_toolchains
 from harness.records import ExcludedCase, ModelRecord, Results, RunInfo, VariantRecord
@@ -25,6 +26,7 @@ from harness.reproducer import failing_groups, write_bundles
 from harness.runner import Runner
 from harness.selection import Selection, narrow
 from harness.suites import SUITE_MODELS
+from harness.tasks import Tasks
 from harness.workspace import Workspace
 
 
@@ -48,17 +50,18 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
     identities = {r.id: digest(r.provenance) for r in toolchain_records if r.status == "ok"}
     plan = make_plan(matrix, identities, chosen.models, chosen.variants)
     journal = Journal(workspace.run / suite, plan.id, fresh=fresh)
-    flags = {r.id: r.converter_flags for r in toolchain_records}
-    runner = Runner(toolchains, chosen.models, matrix, journal, jobs, flags, worker_requests)
+    pool = WorkerPool(toolchains, matrix.run.memory_limit_mb, worker_requests)
+    tasks = Tasks(pool, chosen.models, matrix, journal, {r.id: r.converter_flags for r in toolchain_records})
+    runner = Runner(journal, jobs, on_interrupt=pool.close)
     try:
         todo = [c for c in plan.conversions if c.key not in journal.conversions]
         with progress.task("convert", total=len(plan.conversions), done=len(plan.conversions) - len(todo)) as advance:
-            runner.execute(todo, runner.convert, lambda record: advance(record.outcome.verdict))
+            runner.execute(todo, tasks.convert, lambda record: advance(record.outcome.verdict))
         todo_cells = [c for c in plan.cells if c.key not in journal.cells]
         with progress.task("run", total=len(plan.cells), done=len(plan.cells) - len(todo_cells)) as advance:
-            runner.execute(todo_cells, runner.run, lambda record: advance(record.outcome.verdict))
+            runner.execute(todo_cells, tasks.run, lambda record: advance(record.outcome.verdict))
     finally:
-        runner.close()
+        pool.close()
     journal.complete()
     cells = [journal.cells[c.key] for c in plan.cells]
     excluded = [ExcludedCase(name=c.name, op=c.op, rule=c.rule, reason=c.reason) for c in chosen.excluded]

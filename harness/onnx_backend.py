@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx.backend.base import Backend, BackendRep
 
-from harness import verdicts
+from harness import protocol, verdicts
 from harness.config import Matrix
 from harness.records import Outcome
 from harness.selection import Selection
@@ -57,28 +57,25 @@ class Pairing:
             self._count += 1
             stem = self.scratch / f"model{self._count}"
         onnx.save(model, str(stem.with_suffix(".onnx")))
-        request = {"op": "convert", "src": str(stem.with_suffix(".onnx")), "dst": str(stem.with_suffix(".mnn")),
-                   "flags": []}
+        request = protocol.convert_request(stem.with_suffix(".onnx"), stem.with_suffix(".mnn"))
         try:
-            reply = self.converter.request(request, timeout=self.settings.timeouts.convert_s)
+            reply = protocol.ToolReply.read(self.converter.request(request, timeout=self.settings.timeouts.convert_s))
         except WorkerLost as lost:
             raise MNNBackendError(verdicts.lost(lost.kind, "convert", lost.detail, lost.log_tail)) from None
-        if not (reply.header["ok"] and reply.header["produced"]):
-            raise MNNBackendError(verdicts.classify("convert", reply.header["log"], reply.header.get("error", "")))
+        if not reply.produced:
+            raise MNNBackendError(verdicts.classify("convert", reply.log, reply.error))
         return stem.with_suffix(".mnn")
 
     def run(self, path: Path, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-        request = {"op": "run", "model": str(path), "api": self.api, "inputs": list(inputs), "outputs": outputs,
-                   "threads": self.settings.threads, "precision": self.settings.precision, "memory": "normal",
-                   "repeat": 1}
+        request = protocol.run_request(path, self.api, inputs, outputs, self.settings.threads, self.settings.precision)
         try:
-            reply = self.runtime.request(request, inputs, timeout=self.settings.timeouts.run_s)
+            reply = protocol.RunReply.read(self.runtime.request(request, inputs, timeout=self.settings.timeouts.run_s),
+                                           outputs, 1)
         except WorkerLost as lost:
             raise MNNBackendError(verdicts.lost(lost.kind, "run", lost.detail, lost.log_tail)) from None
-        if not reply.header["ok"]:
-            raise MNNBackendError(verdicts.classify(reply.header["stage"], reply.header["log"],
-                                                    reply.header["error"]))
-        return {name: reply.arrays[f"0/{name}"] for name in outputs}
+        if not reply.ok:
+            raise MNNBackendError(verdicts.classify(reply.stage, reply.log, reply.error))
+        return reply.repeats[0]
 
     def close(self) -> None:
         self.converter.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from concurrent.futures import ThreadPoolExecutor
 
+from harness import protocol
 from harness.config import Matrix
 from harness.progress import Progress
 from harness.records import ToolchainRecord
@@ -40,7 +41,7 @@ def _ready(toolchain: Toolchain, roles: list[str]) -> ToolchainRecord:
         with scratch() as directory:
             worker = Worker(toolchain, directory, "describe")
             try:
-                reply = worker.request({"op": "describe"}, timeout=120)
+                described = protocol.Description.read(worker.request(protocol.describe_request(), timeout=120))
             finally:
                 worker.close()
     except ProvisionError as error:
@@ -48,10 +49,10 @@ def _ready(toolchain: Toolchain, roles: list[str]) -> ToolchainRecord:
     except (WorkerStartError, WorkerLost) as error:
         return ToolchainRecord(**base, status="unavailable", reason=f"the worker does not run: {error}",
                                log_tail=getattr(error, "log_tail", ""))
-    if spec.version != "latest" and reply.header["mnn_version"] != spec.version:
+    if spec.version != "latest" and described.mnn_version != spec.version:
         return ToolchainRecord(**base, status="unavailable", provenance=provenance,
-                               reason=f"imports MNN {reply.header['mnn_version']}, not {spec.version}")
-    provenance = {**provenance, **{k: reply.header[k] for k in ("mnn_version", "numpy_version", "python",
-                                                                "platform")}}
+                               reason=f"imports MNN {described.mnn_version}, not {spec.version}")
+    provenance = {**provenance, "mnn_version": described.mnn_version, "numpy_version": described.numpy_version,
+                  "python": described.python, "platform": described.platform}
     return ToolchainRecord(**base, status="ok", provenance=provenance,
-                           converter_flags=sorted(set(FLAG.findall(reply.header["log"]))))
+                           converter_flags=sorted(set(FLAG.findall(described.converter_help))))

@@ -108,11 +108,13 @@ class Launcher(Protocol):
 
 @dataclass(frozen=True)
 class Reply:
-    """A worker's answer: its header (with `ok`, `log`, ...), arrays, and the wall time it took."""
+    """A worker's answer: its header (with `ok`, `log`, ...), arrays, the wall time it took, and the harness's
+    note on how it was got (read it with harness.protocol)."""
 
     header: dict
     arrays: dict[str, np.ndarray]
     wall_s: float
+    note: str = ""
 
 
 class WorkerLost(Exception):

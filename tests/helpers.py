@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from harness import protocol
 from models.graph import Graph
 
 
@@ -34,5 +35,4 @@ def conv_model(path: Path, channels: int = 8, size: int = 16, layers: int = 1) -
 
 def run_request(model: Path, inputs: dict[str, np.ndarray], outputs: list[str], api: str = "module",
                 repeat: int = 1) -> dict:
-    return {"op": "run", "model": str(model), "api": api, "inputs": list(inputs), "outputs": outputs,
-            "threads": 1, "precision": "normal", "repeat": repeat}
+    return protocol.run_request(model, api, inputs, outputs, repeat=repeat)

@@ -12,7 +12,7 @@ import pytest
 from helpers import conv_model, run_request, save
 
 import models
-from harness import verdicts
+from harness import protocol, verdicts
 from harness.records import Outcome, Verdict
 from harness.workers import WorkerLost
 from models.graph import INT64, Graph
@@ -42,14 +42,14 @@ def same_lower_pool(path: Path) -> Path:
 
 
 def convert_outcome(worker, src: Path, tmp_path: Path) -> Outcome:
-    reply = worker.request({"op": "convert", "src": str(src), "dst": str(tmp_path / "out.mnn"), "flags": []})
+    reply = worker.request(protocol.convert_request(src, tmp_path / "out.mnn"))
     assert not reply.header["produced"], "expected the conversion to fail"
     return verdicts.classify("convert", reply.header["log"], reply.header.get("error", ""))
 
 
 def converted(worker, src: Path, tmp_path: Path) -> Path:
     dst = tmp_path / (src.stem + ".mnn")
-    assert worker.request({"op": "convert", "src": str(src), "dst": str(dst), "flags": []}).header["produced"]
+    assert worker.request(protocol.convert_request(src, dst)).header["produced"]
     return dst
 
 

@@ -49,7 +49,7 @@ def test_the_default_matrix_is_valid() -> None:
     (lambda d: d["models"].insert(0, {"tag": "audio", "variants": ["fp32"]}), "models[0].tag: no model has this tag"),
     (lambda d: d["models"][0]["variants"].append("int4"), "variants[3]: undefined variant (defined: fp16, fp32"),
     (lambda d: d["toolchains"].insert(1, dict(d["toolchains"][0])),
-     "toolchains[1].id: duplicate id (got 'pypi-3.0.0')"),
+     "toolchains[1].id: duplicate id (got 'src-2.9.4')"),
     (lambda d: d["variants"][0]["tolerance"].clear(), "variants[0].tolerance: Value error, a tolerance needs"),
 ])
 def test_each_mistake_is_reported_with_file_key_path_and_value(tmp_path: Path, edit, expected: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import containers, sourcebuild
+from harness import containers, protocol, sourcebuild
 from harness.config import SourceToolchain as SourceSpec
 from harness.matrix import run_matrix
 from harness.progress import Progress
@@ -113,8 +113,7 @@ def test_a_crash_in_a_container_is_reported_with_its_signal(wheel_image, workspa
     worker = Worker(toolchain, scratch, "crash")
     try:
         model = tmp_path / "pool.mnn"
-        worker.request({"op": "convert", "src": str(avgpool_without_strides(tmp_path / "pool.onnx")),
-                        "dst": str(model), "flags": []})
+        worker.request(protocol.convert_request(avgpool_without_strides(tmp_path / "pool.onnx"), model))
         import numpy as np
 
         x = np.ones((1, 3, 32, 32), np.float32)

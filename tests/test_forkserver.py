@@ -18,7 +18,7 @@ from helpers import avgpool_without_strides, conv_model, run_request
 from test_memory_cap import CAP_MB, bomb  # noqa: F401  (the OneHot memory bomb, a fixture)
 
 import models
-from harness import forkserver, sourcebuild
+from harness import forkserver, protocol, sourcebuild
 from harness.calibration import write_calibration
 from harness.config import Quantize
 from harness.modelstore import prepare_zoo_model
@@ -30,7 +30,7 @@ RESTART_BOUND_S = 0.1  # the target is 20 ms; a generous bound, so a busy machin
 
 def _convert(worker: Worker, src: Path) -> Path:
     dst = src.with_suffix(".mnn")
-    assert worker.request({"op": "convert", "src": str(src), "dst": str(dst), "flags": []}).header["produced"]
+    assert worker.request(protocol.convert_request(src, dst)).header["produced"]
     return dst
 
 
@@ -80,12 +80,10 @@ def test_a_forked_worker_converts_quantizes_and_runs_with_both_apis(toolchains, 
         worker = Worker(toolchains[version], scratch, f"all-{version}")
         try:
             float_model, int8_model = tmp_path / f"{version}.mnn", tmp_path / f"{version}.int8.mnn"
-            reply = worker.request({"op": "convert", "src": str(prepared.onnx_path), "dst": str(float_model),
-                                    "flags": []})
+            reply = worker.request(protocol.convert_request(prepared.onnx_path, float_model))
             assert worker.hello["forked"] and worker.hello["mnn_version"] == version and reply.header["produced"]
             assert "The device supports" in worker.hello["log"]  # the server's import output is passed on
-            reply = worker.request({"op": "quantize", "src": str(float_model), "dst": str(int8_model),
-                                    "config": str(config)})
+            reply = worker.request(protocol.quantize_request(float_model, int8_model, config))
             assert reply.header["produced"] and "used dataset num: 3" in reply.header["log"], reply.header["log"]
             for model in (float_model, int8_model):
                 for api in ("module", "session"):
@@ -114,8 +112,8 @@ def test_exit_statuses_signals_and_memory_are_reported_through_the_server(toolch
         worker.start()
         first = worker.process
         worker.max_requests = 1
-        worker.request({"op": "describe"})
-        worker.request({"op": "describe"})  # a worker is replaced after max_requests: the first exits normally
+        worker.request(protocol.describe_request())
+        worker.request(protocol.describe_request())  # a worker is replaced after max_requests: the first exits normally
         assert first.poll() == 0 and worker.starts == 3
     finally:
         worker.close()

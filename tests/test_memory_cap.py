@@ -12,7 +12,7 @@ import onnx
 import pytest
 from helpers import avgpool_without_strides, conv_model, run_request
 
-from harness import verdicts
+from harness import protocol, verdicts
 from harness.config import RunSettings
 from harness.records import Verdict
 from harness.workers import MEMORY_CAP_CEILING_MB, Worker, WorkerLost, default_memory_limit_mb
@@ -35,7 +35,7 @@ def bomb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.n
 
 def convert(worker: Worker, src: Path) -> Path:
     dst = src.with_suffix(".mnn")
-    assert worker.request({"op": "convert", "src": str(src), "dst": str(dst), "flags": []}).header["produced"]
+    assert worker.request(protocol.convert_request(src, dst)).header["produced"]
     return dst
 
 

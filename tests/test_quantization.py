@@ -10,6 +10,7 @@ import yaml
 from helpers import run_request
 
 import models
+from harness import protocol
 from harness.calibration import image_like, write_calibration
 from harness.config import Quantize
 from harness.matrix import run_matrix
@@ -49,8 +50,8 @@ def test_the_calibration_layouts_are_accepted_by_real_mnnquant(model: str, layou
     assert json.loads(config.read_text())["input_type"] == layout
     worker = worker_for("3.0.0")
     float_model, int8_model = tmp_path / "float.mnn", tmp_path / "int8.mnn"
-    worker.request({"op": "convert", "src": str(prepared.onnx_path), "dst": str(float_model), "flags": []})
-    reply = worker.request({"op": "quantize", "src": str(float_model), "dst": str(int8_model), "config": str(config)})
+    worker.request(protocol.convert_request(prepared.onnx_path, float_model))
+    reply = worker.request(protocol.quantize_request(float_model, int8_model, config))
     assert reply.header["produced"], reply.header["log"]
     assert "used dataset num: 3" in reply.header["log"]  # the tool read our three samples
     inputs = prepared.load_inputs()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from helpers import conv_model
 
-from harness import verdicts
+from harness import protocol, verdicts
 from harness.mnnfiles import model_difference
 from harness.records import Outcome, Verdict
 from models import ZOO
@@ -16,7 +16,7 @@ def convert_twice(worker_for, tmp_path: Path, version: str) -> tuple[Path, Path]
     worker, source = worker_for(version), conv_model(tmp_path / "conv.onnx")
     paths = tmp_path / "first.mnn", tmp_path / "second.mnn"
     for path in paths:
-        reply = worker.request({"op": "convert", "src": str(source), "dst": str(path), "flags": []})
+        reply = worker.request(protocol.convert_request(source, path))
         assert reply.header["produced"], reply.header["log"]
     return paths
 
@@ -52,7 +52,7 @@ def test_an_unstable_conversion_leaves_a_real_failure_its_verdict_with_a_note() 
 
 
 def _convert(worker, source: Path, path: Path, attempt: int) -> Path:
-    reply = worker.request({"op": "convert", "src": str(source), "dst": str(path), "flags": [], "attempt": attempt})
+    reply = worker.request(protocol.convert_request(source, path, attempt=attempt))
     assert reply.header["produced"], reply.header["log"]
     return path
 

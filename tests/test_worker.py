@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from helpers import avgpool_without_strides, conv_model, run_request
 
+from harness import protocol
 from harness.worker import recv_message, send_message
 from harness.workers import WORKER_SCRIPT, WorkerLost
 
@@ -43,7 +44,7 @@ def test_worker_is_persistent_and_captures_each_requests_native_output(worker_fo
     assert "The device supports" in hello["log"]  # printed by MNN's C code at import
     model = conv_model(tmp_path / "conv.onnx")
     converted = tmp_path / "conv.mnn"
-    reply = worker.request({"op": "convert", "src": str(model), "dst": str(converted), "flags": []})
+    reply = worker.request(protocol.convert_request(model, converted))
     assert reply.header["produced"] and converted.stat().st_size == reply.header["size_bytes"]
     assert "Converted Success" in reply.header["log"]
     x = np.ones((1, 8, 16, 16), np.float32)
@@ -57,9 +58,8 @@ def test_worker_is_persistent_and_captures_each_requests_native_output(worker_fo
 def test_a_crash_costs_one_request_and_the_worker_comes_back(worker_for, tmp_path: Path) -> None:
     worker = worker_for("3.6.1")
     crashing, fine = tmp_path / "crash.mnn", tmp_path / "fine.mnn"
-    worker.request({"op": "convert", "src": str(avgpool_without_strides(tmp_path / "crash.onnx")),
-                    "dst": str(crashing), "flags": []})
-    worker.request({"op": "convert", "src": str(conv_model(tmp_path / "fine.onnx")), "dst": str(fine), "flags": []})
+    worker.request(protocol.convert_request(avgpool_without_strides(tmp_path / "crash.onnx"), crashing))
+    worker.request(protocol.convert_request(conv_model(tmp_path / "fine.onnx"), fine))
     first_pid = worker.hello["pid"]
     x = np.ones((1, 3, 32, 32), np.float32)
     with pytest.raises(WorkerLost) as lost:
@@ -73,13 +73,13 @@ def test_a_crash_costs_one_request_and_the_worker_comes_back(worker_for, tmp_pat
 def test_a_hang_is_killed_at_the_timeout_and_the_worker_comes_back(worker_for, tmp_path: Path) -> None:
     worker = worker_for("3.0.0")
     slow = tmp_path / "slow.mnn"
-    worker.request({"op": "convert", "src": str(conv_model(tmp_path / "slow.onnx", channels=64, size=128,
-                                                           layers=12)), "dst": str(slow), "flags": []})
+    worker.request(protocol.convert_request(conv_model(tmp_path / "slow.onnx", channels=64, size=128,
+                                                           layers=12), slow))
     x = np.ones((1, 64, 128, 128), np.float32)
     with pytest.raises(WorkerLost) as lost:
         worker.request(run_request(slow, {"x": x}, ["y"], repeat=20), {"x": x}, timeout=0.5)
     assert lost.value.kind == "timeout"
-    reply = worker.request({"op": "describe"})
+    reply = worker.request(protocol.describe_request())
     assert reply.header["mnn_version"] == "3.0.0" and worker.starts == 2
 
 
