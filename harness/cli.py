@@ -17,7 +17,8 @@ from harness.progress import Progress
 from harness.records import Results
 from harness.report import read_results, write_results
 from harness.report.markdown import render_diff
-from harness.selection import SUITES, Selection
+from harness.selection import Selection
+from harness.suites import SUITES
 from harness.workspace import Workspace
 
 DEFAULT_OUT = Path("results")
@@ -48,7 +49,7 @@ def main() -> None:
               help="zoo model name or tag, or the path of your own .onnx file (repeatable)")
 @click.option("--variant", "-v", "variants", multiple=True, help="only these conversion variants")
 @click.option("--api", "apis", multiple=True, type=click.Choice(["module", "session"]), help="only these APIs")
-@click.option("--suite", "suites", multiple=True, type=click.Choice(SUITES),
+@click.option("--suite", "suites", multiple=True, type=click.Choice(list(SUITES)),
               help="zoo: the model zoo (and your models); onnx-node: ONNX's node conformance suite, where "
                    "--model names ops or cases [default: zoo, plus onnx-node when matrix.yaml enables it and "
                    "no --model is given]")
@@ -73,13 +74,12 @@ def matrix(config: Path, toolchains, converters, runtimes, models, variants, api
     workspace = Workspace.default()
     out = out or (workspace.root / "results" if selection.narrowed else DEFAULT_OUT)
     with _user_errors():
-        if not suites:  # the node suite too when enabled, unless --model picked zoo or user models
-            enabled = load(config, Selection()).onnx_node.enabled and not selection.models
-            suites = ("zoo", "onnx-node") if enabled else ("zoo",)
-        for suite in suites:
-            target = out if suite == "zoo" else out / suite
-            bundles = workspace.root / "reproducers" / suite if (
-                reproducers if reproducers is not None else suite == "zoo") else None
+        chosen = [SUITES[name] for name in suites] or [
+            suite for suite in SUITES.values() if suite.enabled(load(config, Selection()), selection)]
+        for suite in chosen:
+            target = out / suite.results_dir
+            bundles = workspace.root / "reproducers" / suite.name if (
+                reproducers if reproducers is not None else suite.reproducers) else None
             with Progress(quiet=quiet) as progress:
                 results = run_matrix(config, selection, workspace, jobs, fresh, progress, suite, reproducers=bundles)
             started = time.monotonic()
@@ -88,7 +88,7 @@ def matrix(config: Path, toolchains, converters, runtimes, models, variants, api
                 written.append(record_history(results, out))
             passed = sum(c.outcome.verdict == "pass" for c in results.cells)
             phases = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in results.run.phases.items())
-            click.echo(f"{suite}: {passed} of {len(results.cells)} cells pass ({phases}, report "
+            click.echo(f"{suite.name}: {passed} of {len(results.cells)} cells pass ({phases}, report "
                        f"{time.monotonic() - started:.1f}s); wrote " + ", ".join(str(path) for path in written))
 
 
@@ -107,11 +107,12 @@ def report(results_json: Path | None, baseline: str | None, drift: float, fail_o
                             DEFAULT_OUT / "results.json")
     with _user_errors():
         results = _read(results_json, read_results)
-        for path in write_results(results, results_json.parent):
+        previous = _read(baseline, read_results) if baseline is not None else None
+        for path in write_results(results, results_json.parent, previous):  # the baseline marks new findings
             click.echo(f"wrote {path}", err=True)
-        if baseline is None:
+        if previous is None:
             return
-        changes = compare(_read(baseline, read_results), results, drift, baseline, str(results_json))
+        changes = compare(previous, results, drift, baseline, str(results_json))
     text = render_diff(changes, drift)
     (results_json.parent / "diff.md").write_text(text)
     click.echo(text)

@@ -25,18 +25,18 @@ from harness.records import ExcludedCase, ModelRecord, Results, RunInfo, Variant
 from harness.reproducer import failing_groups, write_bundles
 from harness.runner import Runner
 from harness.selection import Selection, narrow
-from harness.suites import SUITE_MODELS
+from harness.suites import SUITES, ZOO, Suite
 from harness.tasks import Tasks
 from harness.workspace import Workspace
 
 
-def load(config: Path, selection: Selection, suite: str = "zoo") -> Matrix:
+def load(config: Path, selection: Selection, suite: Suite = ZOO) -> Matrix:
     """The matrix file, validated, then narrowed by the selection."""
-    return narrow(load_matrix(config, set(zoo.ZOO), set(zoo.TAGS)), selection, suite)
+    return narrow(load_matrix(config, set(zoo.ZOO), set(zoo.TAGS)), selection, suite.selection_problems(selection))
 
 
 def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: int, fresh: bool,
-               progress: Progress, suite: str = "zoo", worker_requests: int = 2000,
+               progress: Progress, suite: Suite | str = ZOO, worker_requests: int = 2000,
                reproducers: Path | None = None) -> Results:
     """Run one suite of the matrix (resuming an interrupted run of the same plan) and return its results.
 
@@ -44,12 +44,13 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
     With `reproducers`, a reproducer bundle for every failing cell is written there.
     """
     started, clock = datetime.now(timezone.utc), time.monotonic()
+    suite = SUITES[suite] if isinstance(suite, str) else suite
     matrix = load(config, selection, suite)
-    chosen = SUITE_MODELS[suite](matrix, selection, workspace, progress)
+    chosen = suite.models(matrix, selection, workspace, progress)
     toolchains, toolchain_records = ready_toolchains(matrix, workspace, progress)
     identities = {r.id: digest(r.provenance) for r in toolchain_records if r.status == "ok"}
     plan = make_plan(matrix, identities, chosen.models, chosen.variants)
-    journal = Journal(workspace.run / suite, plan.id, fresh=fresh)
+    journal = Journal(workspace.run / suite.name, plan.id, fresh=fresh)
     pool = WorkerPool(toolchains, matrix.run.memory_limit_mb, worker_requests)
     tasks = Tasks(pool, chosen.models, matrix, journal, {r.id: r.converter_flags for r in toolchain_records})
     runner = Runner(journal, jobs, on_interrupt=pool.close)
@@ -65,10 +66,10 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
     journal.complete()
     cells = [journal.cells[c.key] for c in plan.cells]
     excluded = [ExcludedCase(name=c.name, op=c.op, rule=c.rule, reason=c.reason) for c in chosen.excluded]
-    ops = op_support(cells, chosen.models, toolchain_records, excluded) if suite == "onnx-node" else []
+    ops = op_support(cells, chosen.models, toolchain_records, excluded) if suite.op_support else []
     used_variants = {v for names in chosen.variants.values() for v in names}
     results = Results(
-        suite=suite,
+        suite=suite.name,
         run=RunInfo(started=started.isoformat(timespec="seconds"),
                     finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     duration_s=round(time.monotonic() - clock, 3), phases=dict(progress.durations), jobs=jobs,

@@ -7,10 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import models as zoo
 from harness.config import ConfigError, Matrix
-
-SUITES = ("zoo", "onnx-node")
 
 
 @dataclass(frozen=True)
@@ -46,8 +43,9 @@ def is_model_path(value: str) -> bool:
     return value.endswith(".onnx") or os.sep in value or Path(value).is_file()
 
 
-def narrow(matrix: Matrix, selection: Selection, suite: str) -> Matrix:
-    """Keep the toolchains, roles and APIs the selection names, after checking every name it uses."""
+def narrow(matrix: Matrix, selection: Selection, suite_problems: list[str] = ()) -> Matrix:
+    """Keep the toolchains, roles and APIs the selection names, after checking every name it uses (the suite's own
+    problems with the selection, such as unknown model names, come in `suite_problems`)."""
     toolchain_ids = [t.id for t in matrix.toolchains]
     variant_ids = [v.id for v in matrix.variants]
     problems = []
@@ -56,10 +54,7 @@ def narrow(matrix: Matrix, selection: Selection, suite: str) -> Matrix:
                                   ("--runtime", selection.runtimes, toolchain_ids),
                                   ("--variant", selection.variants, variant_ids)):
         problems += [f"{option} {v}: not in the matrix (known: {', '.join(known)})" for v in values if v not in known]
-    if suite == "zoo":
-        problems += [f"--model {name}: no zoo model or tag of that name, and not a path to an .onnx file"
-                     for name in selection.models
-                     if not is_model_path(name) and name not in zoo.ZOO and name not in zoo.TAGS]
+    problems += suite_problems
     if problems:
         raise ConfigError(problems)
     toolchains = [t for t in matrix.toolchains if not selection.toolchains or t.id in selection.toolchains]

@@ -1,8 +1,9 @@
-"""Suites: where a run's models come from. `zoo` is the model zoo plus the user's own models;
-`onnx-node` is ONNX's backend node conformance suite."""
+"""Suites: what a run is over. `zoo` is the model zoo plus the user's own models; `onnx-node` is ONNX's backend
+node conformance suite. A `Suite` says where its models come from and how its results are kept and aggregated."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import models as zoo
@@ -68,4 +69,28 @@ def node_suite(matrix: Matrix, selection: Selection, workspace: Workspace, progr
     return SuiteModels(models, {name: variants for name in models}, [c for c in cases if c.rule])
 
 
-SUITE_MODELS = {"zoo": zoo_suite, "onnx-node": node_suite}
+def zoo_selection_problems(selection: Selection) -> list[str]:
+    """`--model` names that are neither a zoo model, a tag, nor an ONNX file."""
+    return [f"--model {name}: no zoo model or tag of that name, and not a path to an .onnx file"
+            for name in selection.models if not is_model_path(name) and name not in zoo.ZOO and name not in zoo.TAGS]
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A kind of run: its models, where its tables go, and what it adds to them."""
+
+    name: str
+    models: Callable[[Matrix, Selection, Workspace, Progress], SuiteModels]
+    results_dir: str  # under the results directory ('' for its top)
+    reproducers: bool  # reproducer bundles by default (the node suite has tens of thousands of failing cells)
+    op_support: bool  # aggregate an op-support table and coverage scores (one op per model)
+    selection_problems: Callable[[Selection], list[str]] = lambda _selection: []
+
+    def enabled(self, matrix: Matrix, selection: Selection) -> bool:
+        """Part of a run that names no suite: the zoo always; the node suite when enabled and no --model is given."""
+        return not self.op_support or (matrix.onnx_node.enabled and not selection.models)
+
+
+ZOO = Suite("zoo", zoo_suite, "", reproducers=True, op_support=False, selection_problems=zoo_selection_problems)
+NODE = Suite(nodesuite.SUITE, node_suite, nodesuite.SUITE, reproducers=False, op_support=True)
+SUITES = {suite.name: suite for suite in (ZOO, NODE)}
