@@ -59,9 +59,6 @@ class Journal:
         self._file.close()
         self.state_path.write_text(json.dumps({**json.loads(self.state_path.read_text()), "complete": True}))
 
-    def close(self) -> None:
-        self._file.close()
-
     def _load(self) -> None:
         for line in self.path.read_text().splitlines() if self.path.exists() else []:
             try:

@@ -19,11 +19,23 @@ def digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+# The code that decides what a cell comes to: how a toolchain is driven and how its outputs are judged. Editing
+# anything else (the command line, the report, its templates) leaves every key, so an interrupted run resumes.
+CELL_CODE = ("worker.py", "workers.py", "forkserver.py", "pool.py", "protocol.py", "tasks.py", "judge.py",
+             "patterns.yaml", "compare.py", "verdicts.py", "calibration.py", "mnnfiles.py")
+
+
 def harness_digest() -> str:
-    """The harness code's own hash: changing what it would say changes every key."""
+    """All of the harness code's hash: the results record it as their provenance."""
     root = Path(__file__).parent
     files = sorted(root.rglob("*.py")) + sorted(root.rglob("*.yaml"))
     return digest(*[(str(p.relative_to(root)), p.read_text()) for p in files])
+
+
+def cell_code_digest() -> str:
+    """The hash of the code that decides what a cell comes to (CELL_CODE): part of every key."""
+    root = Path(__file__).parent
+    return digest(*[(name, (root / name).read_text()) for name in CELL_CODE])
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,7 @@ def make_plan(matrix: Matrix, identities: Mapping[str, str], models: Mapping[str
     `identities` maps each usable toolchain to a hash of its provenance; toolchains missing from it
     (unavailable ones) get no cells. `variants` maps each model to the variants it is converted with.
     """
-    code = harness_digest()
+    code = cell_code_digest()
     settings = matrix.run.model_dump(exclude={"timeouts", "memory_limit_mb"})  # limits, not what a cell computes
     converters = [t for t in matrix.converter_ids if t in identities]
     runtimes = [t for t in matrix.runtime_ids if t in identities]

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from harness.records import CellRecord, Outcome, Results, RunInfo, ToolchainRecord, Verdict
+import gzip
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from harness.cli import main
+from harness.modelstore import PreparedModel
+from harness.opsupport import coverage, op_support
+from harness.records import CellRecord, ModelRecord, Outcome, Results, RunInfo, ToolchainRecord, Verdict
+from harness.report import compact, write_results
 from harness.report.findings import find
 from harness.report.markdown import render_markdown
 from harness.report.versions import VersionOrder
@@ -86,3 +95,115 @@ def test_neutral_verdicts_are_never_findings() -> None:
     assert find(results) == []
     markdown = render_markdown(results)
     assert "None: every counted run passes." in markdown and "## Not counted: API limits" in markdown
+
+
+NODE_VERSIONS = {"pypi-3.6.1": "3.6.1", "pypi-3.0.0": "3.0.0", "pypi-3.2.0": "3.2.0"}  # not in version order
+NODE_HOST = {"cores": 1, "cpu": "", "onnxruntime": "", "onnx": "", "system": "", "release": "", "machine": "",
+             "python": "", "numpy": ""}
+NODE_CASES = {  # case -> (op, form)
+    "test_hardswish": ("HardSwish", "as-is"), "test_hardswish@const": ("HardSwish", "const"),
+    "test_attention_a": ("Attention", "as-is"), "test_attention_b": ("Attention", "as-is"),
+    "test_matmul_2d": ("MatMul", "as-is"), "test_add": ("Add", "as-is"), "test_add_bcast": ("Add", "as-is"),
+}
+
+
+def node_outcome(converter: str, runtime: str, case: str, api: str) -> Outcome:
+    """HardSwish: models converted by >= 3.2.0 do not load on 3.0.0; Attention: converters before 3.6.1 reject it;
+    MatMul: the Session API's output is wrong everywhere; Add: 3.0.0's Session API cannot take it (neutral)."""
+    if case.startswith("test_hardswish") and converter != "3.0.0" and runtime == "3.0.0":
+        return Outcome(verdict=Verdict.LOAD_ERROR, stage="load", pattern="invalid-buffer",
+                       reason="the runtime rejects the model file (invalid buffer for MNN Module)",
+                       log_excerpt="Invalidate buffer to create MNN Module")
+    if case.startswith("test_attention") and converter != "3.6.1":
+        return Outcome(verdict=Verdict.CONVERT_ERROR, stage="convert", ops=["Attention"],
+                       reason="the converter does not support Attention", log_excerpt="Converted Failed!")
+    if case == "test_matmul_2d" and api == "session":
+        return Outcome(verdict=Verdict.WRONG_OUTPUT, stage="compare", reason="y: 4 of 12 elements outside atol")
+    if case.startswith("test_add") and api == "session" and runtime == "3.0.0":
+        return Outcome(verdict=Verdict.API_UNSUPPORTED, stage="load", reason="the Session API cannot compute shapes")
+    return Outcome(verdict=Verdict.PASS, stage="compare")
+
+
+def node_document(versions: dict[str, str] = NODE_VERSIONS, cases: dict = NODE_CASES, outcome=node_outcome
+                  ) -> Results:
+    """A node-suite results document with op support and coverage computed by the harness's own code."""
+    toolchains = [ToolchainRecord(id=t, kind="pypi", version=v, roles=["convert", "run"], status="ok")
+                  for t, v in versions.items()]
+    cells = [CellRecord(converter=k, runtime=r, model=case, variant="fp32", api=api,
+                        outcome=outcome(versions[k], versions[r], case, api))
+             for k in versions for r in versions for case in cases for api in ("module", "session")]
+    prepared = {case: PreparedModel(name=case, directory="", sha256="", source="onnx-node", guards="", recipe="",
+                                    tags=(f"op:{op}", f"form:{form}"), inputs={}, outputs=("y",),
+                                    onnxruntime="cannot run: NOT_IMPLEMENTED Attention(23)" if op == "Attention"
+                                    else "agrees")
+                for case, (op, form) in cases.items()}
+    rows = op_support(cells, prepared, toolchains)
+    run = RunInfo(started="", finished="t", duration_s=0, phases={}, jobs=1, resumed_cells=0,
+                  selection={"narrowed": False}, harness={"version": "0"})
+    return Results(suite="onnx-node", run=run, host=NODE_HOST,
+                   settings={}, variants=[], conversions=[], cells=cells, toolchains=toolchains,
+                   models=[ModelRecord(name=m.name, sha256="", source="onnx-node", tags=list(m.tags), guards="",
+                                       inputs={}, outputs=["y"], onnxruntime=m.onnxruntime) for m in prepared.values()],
+                   op_support=rows, coverage=coverage(rows, toolchains))
+
+
+def test_node_op_rows_collapse_equal_versions_and_split_alike_ops_from_differing_ones() -> None:
+    results = node_document()
+    rows = {(row.support.op, row.support.form): row for row in compact.op_rows(results, VersionOrder(results))}
+    assert set(rows) == {("HardSwish", "as-is"), ("HardSwish", "const"), ("Attention", "as-is"), ("MatMul", "as-is")}
+    attention = rows["Attention", "as-is"]
+    assert attention.own == "0/2 (≤ 3.2.0) · 2/2 (3.6.1)" and not attention.uniform
+    assert (attention.since_converter, attention.since_runtime) == ("3.6.1", "3.0.0")
+    assert attention.failing == ["converted by ≤ 3.2.0 · run on any"]
+    hardswish = rows["HardSwish", "as-is"]
+    assert hardswish.own == "1/1" and hardswish.failing == ["converted by ≥ 3.2.0 · run on 3.0.0"]
+    matmul = rows["MatMul", "as-is"]  # fails alike on every pairing: only its figure, and the APIs' that differ
+    assert matmul.uniform and matmul.figure == "0/1" and matmul.apis == "module 1/1 · session 0/1"
+    markdown = render_markdown(results)
+    assert "### Ops failing the same cases on every pairing (1)" in markdown
+    assert "`MatMul` 0/1 (module 1/1 · session 0/1)" in markdown
+    assert "| cannot run: NOT_IMPLEMENTED Attention(23) | 2 | Attention |" in markdown
+
+
+def test_neutral_cells_of_the_node_suite_count_nowhere() -> None:
+    results = node_document()
+    assert not any(f.verdict == Verdict.API_UNSUPPORTED for f in find(results))
+    rows = {(row.support.op, row.support.form) for row in compact.op_rows(results, VersionOrder(results))}
+    assert ("Add", "as-is") not in rows
+
+
+def test_report_with_a_baseline_marks_the_findings_it_lacks(tmp_path: Path) -> None:
+    baseline = node_document(cases={k: v for k, v in NODE_CASES.items() if not k.startswith("test_hardswish")})
+    write_results(node_document(), tmp_path / "now")
+    (tmp_path / "before.json.gz").write_bytes(gzip.compress(baseline.model_dump_json().encode()))
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "now" / "results.json"),
+                                       "--baseline", str(tmp_path / "before.json.gz")])
+    assert result.exit_code == 0, result.output
+    markdown = (tmp_path / "now" / "results.md").read_text()
+    new = [line for line in markdown.splitlines() if line.startswith("**") and "🆕" in line]
+    assert len(new) == 1 and "load-error" in new[0]
+    assert 'class="new"' in (tmp_path / "now" / "results.html").read_text()
+
+
+def test_the_node_table_stays_small_for_eleven_toolchains() -> None:
+    """121 pairings of a node suite whose 120 ops fail on a different, non-contiguous set of pairings each, each for
+    its own reason, with 240 onnxruntime opinions: results.md stays under 100 KB."""
+    versions = {f"pypi-3.{minor}.0": f"3.{minor}.0" for minor in range(11)}
+    cases = {f"test_operator_number_{i}_with_a_long_case_name_{j}": (f"Operator{i}", form)
+             for i in range(120) for j, form in enumerate(("as-is", "const"))}
+
+    def outcome(converter: str, runtime: str, case: str, api: str) -> Outcome:
+        op, k, r = int(case.split("_")[3]), int(converter.split(".")[1]), int(runtime.split(".")[1])
+        if (k * 7 + r * 3 + op) % 5 == 0 or (api == "session" and (op + r) % 4 == 0):
+            return Outcome(verdict=Verdict.UNSUPPORTED_OP, stage="run", ops=[f"Operator{op}"],
+                           reason=f"the runtime cannot execute Operator{op}", log_excerpt=f"Operator{op} not found")
+        return Outcome(verdict=Verdict.PASS, stage="compare")
+
+    results = node_document(versions, cases, outcome)
+    results = results.model_copy(update={"op_support": [row.model_copy(update={"onnxruntime_flags": {
+        f"{row.op}_{i}": f"disagrees: {row.op} differs ({i})" for i in range(2)}}) for row in results.op_support]})
+    rows = compact.op_rows(results, VersionOrder(results))
+    assert len(find(results)) == 120 and len([row for row in rows if not row.uniform]) == 240
+    markdown = render_markdown(results)
+    assert len(markdown.encode()) < 100_000, len(markdown.encode())
+    assert "… and 95 smaller findings" in markdown and "… and 120 more (results.html has them all)" in markdown

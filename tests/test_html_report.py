@@ -57,6 +57,7 @@ def open_page(browser, path: Path, width: int, height: int):
     page.on("request", lambda request: problems.append(f"fetched {request.url}")
             if not request.url.startswith("file:") else None)
     page.goto(path.as_uri())
+    wait_ready(page)
     return page, problems
 
 
@@ -82,7 +83,12 @@ def test_clicking_a_grid_cell_drills_down_to_its_runs(report, browser, width: in
     assert ("micro-silu", "unsupported-op") in shown and ("micro-shape-start-end", "load-error") in shown
     page.locator("#detail details").first.click()
     assert page.locator("#detail pre").first.is_visible()
-    page.screenshot(path=str(SCREENSHOTS / f"{name}-drilldown.png"), full_page=True)
+    fits_the_screen(page, problems, f"{name}-drilldown")
+
+
+def fits_the_screen(page, problems: list, screenshot: str) -> None:
+    """Saves a full-page screenshot; the page must not scroll sideways (only its tables may) nor log errors."""
+    page.screenshot(path=str(SCREENSHOTS / f"{screenshot}.png"), full_page=True)
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 1, "the page itself must not scroll sideways; only the tables may"
     assert not problems
@@ -110,3 +116,55 @@ def test_the_page_is_one_self_contained_file(report) -> None:
     _, path = report
     html = path.read_text()
     assert "<script src" not in html and "<link" not in html and "http://" not in html and "https://" not in html
+
+
+@pytest.fixture(scope="module")
+def node_page(tmp_path_factory: pytest.TempPathFactory):
+    """A node-suite page from a synthetic results document (no MNN needed): see test_findings.node_document."""
+    from test_findings import node_document
+
+    results = node_document()
+    out = tmp_path_factory.mktemp("node-html")
+    write_results(results, out)
+    return results, out / "results.html"
+
+
+def wait_ready(page) -> None:
+    """The page unpacks its cells (gzipped in the file) before its grid and filters work."""
+    page.wait_for_selector("body[data-ready]", state="attached", timeout=5000)
+
+
+@pytest.mark.parametrize(("width", "height", "name"), [(1280, 900, "desktop"), (390, 844, "phone")])
+def test_the_node_suite_page_puts_findings_first_and_fits_the_screen(node_page, browser, width: int, height: int,
+                                                                      name: str) -> None:
+    _, path = node_page
+    page, problems = open_page(browser, path, width, height)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"node-{name}.png"))
+    headings = page.locator("main h2").all_inner_texts()
+    assert headings[0] == "Findings" and headings.index("Op support") > headings.index("Converter × runtime")
+    first = page.locator("#findings details").first
+    assert first.is_visible() and first.bounding_box()["y"] < height  # on the first screen
+    assert "converted by ≤ 3.2.0 · run on any" in first.inner_text()  # Attention: 2 cases x 2 APIs x 2 converters
+    ops = page.locator("#ops tbody tr").all_inner_texts()
+    assert any(row.startswith("Attention\tas-is\t2\t0/2 (≤ 3.2.0) · 2/2 (3.6.1)") for row in ops)
+    assert any(row.startswith("MatMul") and "module 1/1 · session 0/1" in row for row in ops)
+    page.locator("#grid td.pair[aria-label='pypi-3.6.1 to pypi-3.0.0']").click()
+    fits_the_screen(page, problems, f"node-{name}-drilldown")
+
+
+def test_node_suite_filters_narrow_the_grid_and_neutral_cells_count_nowhere(node_page, browser) -> None:
+    results, path = node_page
+    page, problems = open_page(browser, path, 1280, 900)
+    cell = page.locator("#grid td.pair[aria-label='pypi-3.2.0 to pypi-3.0.0'] .count")
+    counted = [c for c in results.cells if (c.converter, c.runtime) == ("pypi-3.2.0", "pypi-3.0.0")
+               and c.outcome.verdict != Verdict.API_UNSUPPORTED]
+    passed = sum(c.outcome.verdict == Verdict.PASS for c in counted)
+    assert cell.inner_text() == f"{passed}/{len(counted)}"  # Add's session cells on 3.0.0 are not counted
+    page.select_option("#f-op", "HardSwish")
+    assert cell.inner_text() == "0/4"  # two forms x two APIs, none loads
+    page.select_option("#f-op", "Add")
+    assert cell.inner_text() == "2/2"  # two cases' module runs; their Session runs are api-unsupported
+    page.locator("#grid td.pair[aria-label='pypi-3.2.0 to pypi-3.0.0']").click()
+    assert page.locator("#detail tr.run").count() == 4  # the neutral cells are listed, not counted
+    assert not problems

@@ -90,12 +90,6 @@ def test_passing_cells_carry_deltas_and_timings(run) -> None:
         assert cell.repeats_agree and len(cell.run_s) == 3 and cell.load_s is not None
 
 
-def test_every_conversion_is_checked_by_a_second_one(run) -> None:
-    results, _ = run
-    converted = [c for c in results.conversions if c.outcome.verdict == Verdict.PASS]
-    assert converted and all(c.reconversion_differs == "" for c in converted), "these converters are deterministic"
-
-
 def test_results_json_matches_the_published_schema(run) -> None:
     _, out = run
     schema = json.loads(subprocess.run([sys.executable, "-m", "harness", "schema"], capture_output=True,

@@ -54,3 +54,16 @@ def test_keys_follow_what_decides_an_outcome(tmp_path: Path) -> None:
     assert {c.key for c in changed.conversions} == {c.key for c in plan.conversions}  # same conversions
     assert {c.key for c in changed.cells if c.variant != "fp32"} == {c.key for c in plan.cells if c.variant != "fp32"}
     assert not {c.key for c in changed.cells if c.variant == "fp32"} & {c.key for c in plan.cells}
+
+
+def test_keys_follow_the_code_that_decides_a_cell_and_nothing_else(tmp_path: Path, monkeypatch) -> None:
+    from harness import plan
+
+    root = Path(plan.__file__).parent
+    assert all((root / name).is_file() for name in plan.CELL_CODE)
+    before = plan_for(tmp_path, CONFIG)
+    monkeypatch.setattr(plan, "CELL_CODE", (*plan.CELL_CODE, "cli.py"))  # as if the CLI decided verdicts
+    assert {c.key for c in plan_for(tmp_path, CONFIG).cells}.isdisjoint({c.key for c in before.cells})
+    monkeypatch.undo()
+    assert [c.key for c in plan_for(tmp_path, CONFIG).cells] == [c.key for c in before.cells]
+    assert not {"cli.py", "report", "history.py"} & set(plan.CELL_CODE)  # editing them keeps a run resumable

@@ -146,15 +146,21 @@ def neutral_groups(results: Results) -> list[tuple[str, str, str, int, list[str]
 
 @dataclass
 class OpRow:
-    """A node-suite op whose outcome differs between pairings or fails somewhere."""
+    """A node-suite op / form whose outcome differs between pairings or fails somewhere."""
 
     support: OpSupport
-    own: list[str]  # cases passed / run on each toolchain's own pairing, in version order ('' when none ran)
+    own: str  # cases passed / run on each toolchain's own pairing, equal neighbours collapsed: '6/8 (≤ 3.2.0) · 8/8'
+    apis: str  # the newest own pairing per API when the APIs differ ('module 6/8 · session 4/8'), else ''
     since_converter: str
     until_converter: str  # the last converter where every case passes, when newer ones stop ('' if none)
     since_runtime: str
     until_runtime: str
     failing: list[str]  # version ranges of the pairings where a case fails
+    uniform: bool  # every pairing passes the same cases: only the figure matters
+
+    @property
+    def figure(self) -> str:
+        return self.own.split(" (")[0]
 
 
 def op_rows(results: Results, order: VersionOrder) -> list[OpRow]:
@@ -168,11 +174,36 @@ def op_rows(results: Results, order: VersionOrder) -> list[OpRow]:
             continue
         conv_ok = [k for k in order.converters if any((k, r) in full for r in order.runtimes)]
         run_ok = [r for r in order.runtimes if any((k, r) in full for k in order.converters)]
-        own = [f"{ran[t, t].passed}/{ran[t, t].run}" if (t, t) in ran else "" for t in diagonal]
-        rows.append(OpRow(o, own, order.label(conv_ok[0]) if conv_ok else "",
-                          _until(conv_ok, order.converters, order), order.label(run_ok[0]) if run_ok else "",
-                          _until(run_ok, order.runtimes, order), order.where(set(ran) - full)))
+        own = {t: f"{ran[t, t].passed}/{ran[t, t].run}" for t in diagonal if (t, t) in ran}
+        rows.append(OpRow(o, _collapsed(own, diagonal, order), _api_figures(o, diagonal),
+                          order.label(conv_ok[0]) if conv_ok else "", _until(conv_ok, order.converters, order),
+                          order.label(run_ok[0]) if run_ok else "", _until(run_ok, order.runtimes, order),
+                          order.where(set(ran) - full), len({(s.passed, s.run) for s in ran.values()}) == 1))
     return rows
+
+
+def _collapsed(values: dict[str, str], ordered: list[str], order: VersionOrder) -> str:
+    """Per-toolchain figures with toolchains of equal figure named as one range: '0/8 (≤ 3.2.0) · 2/8 (3.6.1)'; a
+    single figure for all of them stands alone."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for toolchain in ordered:
+        if toolchain in values:
+            groups[values[toolchain]].append(toolchain)
+    if len(groups) == 1:
+        return next(iter(groups))
+    return " · ".join(f"{figure} ({order.describe(ts, ordered)})" for figure, ts in groups.items())
+
+
+def _api_figures(support: OpSupport, diagonal: list[str]) -> str:
+    """Cases passed / run per API on the newest own pairing that ran, when the APIs differ there."""
+    for toolchain in reversed(diagonal):
+        figures = {api: pairs[f"{toolchain} -> {toolchain}"] for api, pairs in sorted(support.apis.items())
+                   if f"{toolchain} -> {toolchain}" in pairs and pairs[f"{toolchain} -> {toolchain}"].run}
+        if figures:
+            if len({(s.passed, s.run) for s in figures.values()}) == 1:
+                return ""
+            return " · ".join(f"{api} {s.passed}/{s.run}" for api, s in figures.items())
+    return ""
 
 
 def _until(ok: list[str], ordered: list[str], order: VersionOrder) -> str:
@@ -286,3 +317,26 @@ def dynamic_summary(results: Results, order: VersionOrder) -> list[DynamicRow]:
                          if normal.outcome.verdict == Verdict.PASS and low.outcome.verdict != Verdict.PASS}),
             deltas_text(worst_low.outputs), deltas_text(worst_normal.outputs)))
     return rows
+
+
+@dataclass
+class OnnxruntimeGroup:
+    """Node-suite cases where onnxruntime gives one kind of opinion against the case's expected outputs."""
+
+    opinion: str  # one case's opinion, as an example
+    ops: list[str]
+    cases: list[str]
+
+
+def onnxruntime_groups(results: Results) -> list[OnnxruntimeGroup]:
+    """Cases onnxruntime does not reproduce, grouped by its normalised opinion; most cases first."""
+    from harness.report.findings import normalised
+
+    groups: dict[str, OnnxruntimeGroup] = {}
+    for support in results.op_support:
+        for case, opinion in support.onnxruntime_flags.items():
+            group = groups.setdefault(normalised(opinion), OnnxruntimeGroup(opinion, [], []))
+            group.cases.append(case)
+            if support.op not in group.ops:
+                group.ops.append(support.op)
+    return sorted(groups.values(), key=lambda g: (-len(g.cases), g.opinion))

@@ -50,6 +50,7 @@ def render_markdown(results: Results, baseline: Results | None = None) -> str:
     if results.suite == "onnx-node":
         return environment().get_template("onnx-node.md.j2").render(
             **ctx, ops=compact.op_rows(results, order), regressions=compact.regressions(results, order),
+            onnxruntime=compact.onnxruntime_groups(results),
             diagonal=[order.label(t) for t in order.converters if t in order.runtimes])
     shown = compact.failing_models(results)
     return environment().get_template("results.md.j2").render(
