@@ -30,8 +30,8 @@ from harness.matrix import load, run_matrix
 from harness.progress import Progress
 from harness.records import Results
 from harness.selection import Selection
+from harness.supervisor import Worker, WorkerLost
 from harness.toolchains import Toolchain, make_toolchain
-from harness.workers import Worker, WorkerLost
 from harness.workspace import Workspace, scratch
 
 RESTART_SAMPLES = 30

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from harness.config import ConfigError
-from harness.history import record as record_history
+from harness.history import keep as keep_history
 from harness.modelstore import ModelError
 from harness.progress import Progress
 from harness.records import Results
@@ -85,7 +85,7 @@ def matrix(config: Path, toolchains, converters, runtimes, models, variants, api
             started = time.monotonic()
             written = write_results(results, target) + ([bundles] if bundles else [])
             if not selection.narrowed:
-                written.append(record_history(results, out))
+                written.append(keep_history(results, out))
             passed = sum(c.outcome.verdict == "pass" for c in results.cells)
             phases = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in results.run.phases.items())
             click.echo(f"{suite.name}: {passed} of {len(results.cells)} cells pass ({phases}, report "
@@ -100,7 +100,7 @@ def matrix(config: Path, toolchains, converters, runtimes, models, variants, api
 @click.option("--fail-on-regression", is_flag=True, help="exit 1 if a cell that passed in the baseline fails now")
 def report(results_json: Path | None, baseline: str | None, drift: float, fail_on_regression: bool) -> None:
     """Render results.md and results.html again; with --baseline, also a diff (diff.md)."""
-    from harness.diff import compare
+    from harness.diff import changes as diff_changes
 
     if results_json is None:  # the default run's document, whichever size it is
         results_json = next((p for p in (DEFAULT_OUT / "results.json", DEFAULT_OUT / "results.json.gz") if p.exists()),
@@ -112,7 +112,7 @@ def report(results_json: Path | None, baseline: str | None, drift: float, fail_o
             click.echo(f"wrote {path}", err=True)
         if previous is None:
             return
-        changes = compare(previous, results, drift, baseline, str(results_json))
+        changes = diff_changes(previous, results, drift, baseline, str(results_json))
     text = render_diff(changes, drift)
     (results_json.parent / "diff.md").write_text(text)
     click.echo(text)

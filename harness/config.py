@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from harness.workers import default_memory_limit_mb
+from harness.supervisor import default_memory_limit_mb
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=64)]
 
@@ -25,7 +25,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PypiToolchain(Strict):
+class PypiSpec(Strict):
     """An MNN release installed from PyPI into a venv of its own."""
 
     id: Id
@@ -34,7 +34,7 @@ class PypiToolchain(Strict):
     requirements: list[str] = Field(default=[], description="extra pip requirements, e.g. a numpy pin")
 
 
-class SourceToolchain(Strict):
+class SourceSpec(Strict):
     """MNN built from source in Docker (`nox -s build`) at a commit resolved from `ref`."""
 
     id: Id
@@ -46,7 +46,7 @@ class SourceToolchain(Strict):
     ref: str = Field(min_length=1, description="tag, branch or commit; HEAD is the default branch")
 
 
-ToolchainSpec = Annotated[PypiToolchain | SourceToolchain, Field(discriminator="kind")]
+ToolchainSpec = Annotated[PypiSpec | SourceSpec, Field(discriminator="kind")]
 KINDS = ("pypi", "source")
 
 
@@ -135,7 +135,7 @@ class Matrix(Strict):
     onnx_node: NodeSuite = NodeSuite()
     run: RunSettings
 
-    def toolchain(self, id_: str) -> PypiToolchain | SourceToolchain:
+    def toolchain(self, id_: str) -> PypiSpec | SourceSpec:
         return next(t for t in self.toolchains if t.id == id_)
 
     @property

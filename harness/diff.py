@@ -46,7 +46,7 @@ class Diff:
         return self.of_kind("newly-failing")
 
 
-def compare(baseline: Results, current: Results, drift: float = 1e-3, baseline_name: str = "baseline",
+def changes(baseline: Results, current: Results, drift: float = 1e-3, baseline_name: str = "baseline",
             current_name: str = "current") -> Diff:
     """Every cell that changed verdict, or whose worst max|Δ|/max|ref| moved by more than `drift`."""
     before, after = _cells(baseline), _cells(current)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from harness.workers import Process, Worker, WorkerLost, WorkerStartError
+from harness.supervisor import Process, Worker, WorkerLost, WorkerStartError
 
 SERVER_MARGIN_MB = 512
 CONTROL_TIMEOUT_S = 60

@@ -12,7 +12,7 @@ from harness.records import Results, Verdict
 from harness.report import document
 
 
-def record(results: Results, out: Path) -> Path:
+def keep(results: Results, out: Path) -> Path:
     """Keep this run's results and update the trend; returns the history file written."""
     history = out / "history"
     history.mkdir(parents=True, exist_ok=True)

@@ -73,7 +73,7 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
         run=RunInfo(started=started.isoformat(timespec="seconds"),
                     finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     duration_s=round(time.monotonic() - clock, 3), phases=dict(progress.durations), jobs=jobs,
-                    resumed_cells=journal.resumed, selection=selection.record(config),
+                    resumed_cells=journal.resumed, selection=selection.summary(config),
                     harness={"version": __version__, "digest": harness_digest()}),
         host=host_info(), settings=matrix.run.model_dump(), toolchains=toolchain_records,
         models=[ModelRecord(name=m.name, sha256=m.sha256, source=m.source, tags=list(m.tags), guards=m.guards,

@@ -28,8 +28,8 @@ from harness import protocol, verdicts
 from harness.config import Matrix
 from harness.records import Outcome
 from harness.selection import Selection
+from harness.supervisor import Worker, WorkerLost
 from harness.toolchains import Toolchain, make_toolchain
-from harness.workers import Worker, WorkerLost
 from harness.workspace import Workspace, scratch_dir
 
 

@@ -21,7 +21,7 @@ def digest(*parts: object) -> str:
 
 # The code that decides what a cell comes to: how a toolchain is driven and how its outputs are judged. Editing
 # anything else (the command line, the report, its templates) leaves every key, so an interrupted run resumes.
-CELL_CODE = ("worker.py", "workers.py", "forkserver.py", "pool.py", "protocol.py", "tasks.py", "judge.py",
+CELL_CODE = ("worker.py", "supervisor.py", "forkserver.py", "pool.py", "protocol.py", "tasks.py", "judge.py",
              "patterns.yaml", "compare.py", "verdicts.py", "calibration.py", "mnnfiles.py")
 
 

@@ -7,8 +7,8 @@ import shutil
 import threading
 from collections.abc import Mapping
 
+from harness.supervisor import Reply, Worker, WorkerLost
 from harness.toolchains import Toolchain
-from harness.workers import Reply, Worker, WorkerLost
 from harness.workspace import scratch_dir
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.workers import Reply
+from harness.supervisor import Reply
 
 
 def describe_request() -> dict:

@@ -10,8 +10,8 @@ from harness import protocol
 from harness.config import Matrix
 from harness.progress import Progress
 from harness.records import ToolchainRecord
+from harness.supervisor import Worker, WorkerLost, WorkerStartError
 from harness.toolchains import ProvisionError, Toolchain, make_toolchain
-from harness.workers import Worker, WorkerLost, WorkerStartError
 from harness.workspace import Workspace, scratch
 
 FLAG = re.compile(r"^\s+(?:-\w, )?(--[A-Za-z][\w-]*)", re.MULTILINE)

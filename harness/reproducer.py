@@ -21,8 +21,8 @@ from harness.mnnfiles import write_test_dir
 from harness.modelstore import PreparedModel
 from harness.records import CellRecord, Results, ToolchainRecord, Verdict
 from harness.report.markdown import environment
+from harness.supervisor import WORKER_ENVIRONMENT, WORKER_SCRIPT
 from harness.verdicts import PATTERNS_FILE
-from harness.workers import WORKER_ENVIRONMENT, WORKER_SCRIPT
 
 BUNDLE_FILES = Path(__file__).with_name("bundle")
 JUDGE = Path(judge.__file__)

@@ -31,7 +31,7 @@ class Selection:
     def user_models(self) -> list[Path]:
         return [Path(m) for m in self.models if is_model_path(m)]
 
-    def record(self, config: Path) -> dict:
+    def summary(self, config: Path) -> dict:
         """The selection as results record it."""
         return {"config": str(config), "narrowed": self.narrowed,
                 **{k: list(v) for k, v in vars(self).items() if isinstance(v, tuple) and v},

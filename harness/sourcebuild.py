@@ -25,7 +25,7 @@ from pathlib import Path
 import docker.errors
 
 from harness import containers
-from harness.config import SourceToolchain
+from harness.config import SourceSpec
 from harness.judge import tail
 from harness.sources import Source, SourceError
 from harness.workspace import Workspace
@@ -90,7 +90,7 @@ def find_image(client, toolchain: str, recipe_digest: str | None = None):
     return max(images, key=lambda image: image.attrs["Created"], default=None)
 
 
-def build(spec: SourceToolchain, workspace: Workspace, log: Log, repository: str | None = None,
+def build(spec: SourceSpec, workspace: Workspace, log: Log, repository: str | None = None,
           base: str = PINNED_BASE, jobs: int | None = None) -> BuildRecord:
     """Build one source toolchain (or find it built); the record says how it went. Never raises for a
     failed build: only a missing Docker daemon is raised (DockerUnavailable). A cache hit leaves the

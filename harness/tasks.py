@@ -21,7 +21,7 @@ from harness.modelstore import PreparedModel
 from harness.plan import Cell, Conversion
 from harness.pool import WorkerPool
 from harness.records import CellRecord, ConversionRecord, Outcome, OutputDelta, Verdict
-from harness.workers import WorkerLost
+from harness.supervisor import WorkerLost
 
 QUANT_METHOD = re.compile(r"Use (feature|weight) quantization method: (\w+)")  # what the tool really used
 

@@ -35,7 +35,7 @@ PROTOCOL = 1
 LOG_LIMIT = 64 * 1024
 _LENGTH = struct.Struct(">Q")
 # Uninitialized memory made visible: workers start with glibc's tcache off and malloc perturbation on
-# (workers.WORKER_ENVIRONMENT), so every allocation is filled with a known byte. A request's attempt (a
+# (supervisor.WORKER_ENVIRONMENT), so every allocation is filled with a known byte. A request's attempt (a
 # conversion done twice) or repeat (a run done several times) picks the byte, so a tool that reads memory it
 # never wrote gives a different model or output each time, every time, instead of only when the heap is dirty.
 PERTURB_BYTES = (0xA5, 0x5A, 0x3C, 0xC3)

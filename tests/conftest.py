@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import PypiToolchain as PypiSpec
+from harness.config import PypiSpec
+from harness.supervisor import Worker
 from harness.toolchains import Toolchain, make_toolchain
-from harness.workers import Worker
 from harness.workspace import Workspace, scratch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,7 +61,7 @@ def container_toolchain(workspace: Workspace, tmp_path: Path) -> Iterator:
     """A container toolchain from the image tests/test_docker.py builds from PyPI's MNN 3.6.1 wheel, with a Docker
     client; no worker container may be left behind."""
     from harness import containers, sourcebuild
-    from harness.config import SourceToolchain as SourceSpec
+    from harness.config import SourceSpec
 
     try:
         client = containers.client()

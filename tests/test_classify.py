@@ -14,7 +14,7 @@ from helpers import conv_model, run_request, save
 import models
 from harness import protocol, verdicts
 from harness.records import Outcome, Verdict
-from harness.workers import WorkerLost
+from harness.supervisor import WorkerLost
 from models.graph import INT64, Graph
 
 

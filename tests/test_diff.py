@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.diff import compare
-from harness.history import record
+from harness.diff import changes
+from harness.history import keep
 from harness.matrix import run_matrix
 from harness.progress import Progress
 from harness.records import Verdict
@@ -42,13 +42,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory, workspace: Workspace, toolcha
         results = run_matrix(root / f"{name}.yaml", Selection(), Workspace(root / name, shared_envs=workspace.envs),
                              jobs=2, fresh=True, progress=Progress(quiet=True))
         write_results(results, root / name / "out")
-        record(results, root / "results")
+        keep(results, root / "results")
         paths[name] = root / name / "out" / "results.json"
     return paths
 
 
 def test_changes_are_found_with_their_causes(runs) -> None:
-    diff = compare(read_results(str(runs["before"])), read_results(str(runs["after"])))
+    diff = changes(read_results(str(runs["before"])), read_results(str(runs["after"])))
     failing = {(c.identity[2], c.identity[3]) for c in diff.of_kind("newly-failing")}
     passing = {(c.identity[2], c.identity[3]) for c in diff.of_kind("newly-passing")}
     assert ("micro-conv", "fp32") in failing and ("micro-conv", "fp16") in passing
@@ -67,7 +67,7 @@ def test_a_rebuilt_toolchain_is_named_as_the_cause(runs) -> None:
     broken_cell = before.cells[0].model_copy(update={"outcome": before.cells[0].outcome.model_copy(
         update={"verdict": Verdict.CRASH, "reason": "worker died: SIGSEGV (signal 11)"})})
     after = rebuilt.model_copy(update={"cells": [broken_cell, *before.cells[1:]]})
-    diff = compare(before, after)
+    diff = changes(before, after)
     [change] = diff.changes
     assert change.kind == "newly-failing" and change.causes == ("old was rebuilt",)
     assert diff.toolchains_rebuilt == ["old"]

@@ -12,14 +12,14 @@ import pytest
 import yaml
 
 from harness import containers, protocol, sourcebuild
-from harness.config import SourceToolchain as SourceSpec
+from harness.config import SourceSpec
 from harness.matrix import run_matrix
 from harness.progress import Progress
 from harness.records import Verdict
 from harness.selection import Selection
 from harness.sources import Source
+from harness.supervisor import Worker
 from harness.toolchains import make_toolchain
-from harness.workers import Worker
 from harness.workspace import Workspace
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,7 +105,7 @@ def test_a_crash_in_a_container_is_reported_with_its_signal(wheel_image, workspa
                                                             tmp_path: Path) -> None:
     from helpers import avgpool_without_strides, run_request
 
-    from harness.workers import WorkerLost
+    from harness.supervisor import WorkerLost
 
     space = Workspace(tmp_path, shared_envs=workspace.envs)
     toolchain = make_toolchain(SourceSpec(id=TOOLCHAIN, kind="source", version="3.6.1", ref="HEAD"), space)

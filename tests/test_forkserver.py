@@ -22,8 +22,8 @@ from harness import forkserver, protocol, sourcebuild
 from harness.calibration import write_calibration
 from harness.config import Quantize
 from harness.modelstore import prepare_zoo_model
+from harness.supervisor import Worker, WorkerLost
 from harness.toolchains import Toolchain
-from harness.workers import Worker, WorkerLost
 
 RESTART_BOUND_S = 0.1  # the target is 20 ms; a generous bound, so a busy machine cannot make it flake
 

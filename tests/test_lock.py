@@ -15,7 +15,7 @@ import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from harness.config import PypiToolchain as PypiSpec
+from harness.config import PypiSpec
 from harness.toolchains import Toolchain
 from harness.toolchains.pypi import LOCK, PypiToolchain, locked_pins
 from harness.workspace import Workspace

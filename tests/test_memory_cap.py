@@ -15,7 +15,7 @@ from helpers import avgpool_without_strides, conv_model, run_request
 from harness import protocol, verdicts
 from harness.config import RunSettings
 from harness.records import Verdict
-from harness.workers import MEMORY_CAP_CEILING_MB, Worker, WorkerLost, default_memory_limit_mb
+from harness.supervisor import MEMORY_CAP_CEILING_MB, Worker, WorkerLost, default_memory_limit_mb
 
 CAP_MB = 512
 BOMB_CASE = "test_onehot_without_axis"  # MNN 3.6.1 asks for 13 GB for its 3 x 12 output and fills it

@@ -11,7 +11,7 @@ from helpers import avgpool_without_strides, conv_model, run_request
 
 from harness import protocol
 from harness.pool import WorkerPool
-from harness.workers import WorkerLost
+from harness.supervisor import WorkerLost
 
 
 @pytest.fixture

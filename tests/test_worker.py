@@ -11,8 +11,8 @@ import pytest
 from helpers import avgpool_without_strides, conv_model, run_request
 
 from harness import protocol
+from harness.supervisor import WORKER_SCRIPT, WorkerLost
 from harness.worker import recv_message, send_message
-from harness.workers import WORKER_SCRIPT, WorkerLost
 
 
 def test_messages_carry_arrays_of_any_dtype_and_shape() -> None:
@@ -84,7 +84,7 @@ def test_a_hang_is_killed_at_the_timeout_and_the_worker_comes_back(worker_for, t
 
 
 def test_a_worker_that_cannot_start_says_why(tmp_path: Path, scratch: Path) -> None:
-    from harness.workers import LocalProcess, Worker, WorkerStartError
+    from harness.supervisor import LocalProcess, Worker, WorkerStartError
 
     class NoMNN:
         def launch(self, socket_path: Path, log_path: Path) -> LocalProcess:

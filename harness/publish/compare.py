@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.diff import Change, Diff, compare
+from harness.diff import Change, Diff, changes
 from harness.history import diff_name
 from harness.publish import SUITE_DIRS, PublishError, find_document
 from harness.records import NEUTRAL_VERDICTS, Verdict
@@ -49,7 +49,7 @@ def compare_suites(results_dir: Path, published: Path | None, drift: float, link
         comparison = SuiteComparison(suite, document, None, f"{link.rstrip('/')}/{where}" if link else where)
         if baseline is not None:
             before = _read(baseline)
-            comparison.diff = compare(before, results, drift, f"published run of {before.run.finished}",
+            comparison.diff = changes(before, results, drift, f"published run of {before.run.finished}",
                                       f"this run, {results.run.finished}")
             every = max(len(comparison.diff.changes), 1)  # the full diff: every change, however many
             (document.parent / "diff.md").write_text(render_diff(comparison.diff, drift, limit=every))

@@ -67,7 +67,7 @@ def _replace_tables(site: Path, results_dir: Path, suite: str, entry: dict) -> d
         (target / name).unlink(missing_ok=True)
         if (source / name).is_file():
             shutil.copyfile(source / name, target / name)
-    history.record(results, site)
+    history.keep(results, site)
     if (source / "diff.md").is_file():
         shutil.copyfile(source / "diff.md", site / "history" / history.diff_name(results))
     cells = results.cells

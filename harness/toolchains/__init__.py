@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from harness.config import ToolchainSpec
-from harness.workers import Process
+from harness.supervisor import Process
 from harness.workspace import Workspace
 
 

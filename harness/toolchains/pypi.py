@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from harness.judge import tail
+from harness.supervisor import WORKER_ENVIRONMENT, WORKER_SCRIPT, LocalProcess, Process
 from harness.toolchains import ProvisionError, Toolchain
-from harness.workers import WORKER_ENVIRONMENT, WORKER_SCRIPT, LocalProcess, Process
 
 PROBE = ("import json, platform, MNN, numpy; print('\\nPROBE ' + json.dumps({'mnn_version': MNN.version(), "
          "'numpy_version': numpy.__version__, 'python': platform.python_version()}))")

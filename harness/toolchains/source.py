@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from harness import containers, sourcebuild
+from harness.supervisor import OOM_SCORE_ADJ, WORKER_ENVIRONMENT, WORKER_SCRIPT, Process
 from harness.toolchains import ProvisionError, Toolchain
-from harness.workers import OOM_SCORE_ADJ, WORKER_ENVIRONMENT, WORKER_SCRIPT, Process
 
 WORKER_IN_IMAGE = "/opt/mnn-matrix/worker.py"
 
