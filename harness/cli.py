@@ -34,6 +34,15 @@ def _dims(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...])
     return dims
 
 
+def _shard(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    index, _, count = value.partition("/")
+    if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+        raise click.BadParameter(f"{value!r}: expected I/N with 1 <= I <= N, e.g. 2/4")
+    return int(index), int(count)
+
+
 @click.group()
 def main() -> None:
     """mnn-matrix: does a model converted by MNN X run correctly on MNN Y?"""
@@ -63,16 +72,19 @@ def main() -> None:
 @click.option("--reproducers/--no-reproducers", default=None,
               help="write a reproducer bundle for every failing cell to .mnn-matrix/reproducers/<suite>/ "
                    "[default: on for the zoo, off for onnx-node]")
+@click.option("--shard", callback=_shard, metavar="I/N",
+              help="run only shard I of N (a stable subset of the cells, by key); `harness merge` joins the shards")
 @click.option("--quiet", "-q", is_flag=True, help="no progress display")
 def matrix(config: Path, toolchains, converters, runtimes, models, variants, apis, suites, inputs, dims, jobs, out,
-           fresh: bool, reproducers: bool | None, quiet: bool) -> None:
+           fresh: bool, reproducers: bool | None, shard: tuple[int, ...], quiet: bool) -> None:
     """Convert every model with every converter and run it under every runtime."""
     from harness.matrix import load, run_matrix
 
     selection = Selection(tuple(toolchains), tuple(converters), tuple(runtimes), tuple(models), tuple(variants),
-                          tuple(apis), inputs, dims)
+                          tuple(apis), inputs, dims, shard)
     workspace = Workspace.default()
-    out = out or (workspace.root / "results" if selection.narrowed else DEFAULT_OUT)
+    out = out or (workspace.root / "results" / ("shard-{}-of-{}".format(*shard) if shard else "")
+                  if selection.narrowed or shard else DEFAULT_OUT)
     with _user_errors():
         chosen = [SUITES[name] for name in suites] or [
             suite for suite in SUITES.values() if suite.enabled(load(config, Selection()), selection)]
@@ -84,12 +96,29 @@ def matrix(config: Path, toolchains, converters, runtimes, models, variants, api
                 results = run_matrix(config, selection, workspace, jobs, fresh, progress, suite, reproducers=bundles)
             started = time.monotonic()
             written = write_results(results, target) + ([bundles] if bundles else [])
-            if not selection.narrowed:
+            if not (selection.narrowed or shard):
                 written.append(keep_history(results, out))
             passed = sum(c.outcome.verdict == "pass" for c in results.cells)
             phases = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in results.run.phases.items())
             click.echo(f"{suite.name}: {passed} of {len(results.cells)} cells pass ({phases}, report "
                        f"{time.monotonic() - started:.1f}s); wrote " + ", ".join(str(path) for path in written))
+
+
+@main.command("merge")
+@click.argument("documents", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="where the merged results.json[.gz], results.md and results.html go")
+def merge_command(documents: tuple[Path, ...], out: Path) -> None:
+    """Join the results documents of one run's shards (`matrix --shard I/N`) into the unsharded run's document."""
+    from harness.merge import MergeError, merge
+
+    with _user_errors():
+        try:
+            merged = merge([_read(path, read_results) for path in documents])
+        except MergeError as error:
+            raise ConfigError([str(error)]) from None
+        for path in write_results(merged, out):
+            click.echo(f"wrote {path}", err=True)
 
 
 @main.command()

@@ -16,6 +16,7 @@ import models as zoo
 from harness import __version__
 from harness.config import Matrix, load_matrix
 from harness.journal import Journal
+from harness.merge import in_order
 from harness.opsupport import coverage, op_support
 from harness.plan import digest, harness_digest, make_plan
 from harness.pool import WorkerPool
@@ -50,6 +51,8 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
     toolchains, toolchain_records = ready_toolchains(matrix, workspace, progress)
     identities = {r.id: digest(r.provenance) for r in toolchain_records if r.status == "ok"}
     plan = make_plan(matrix, identities, chosen.models, chosen.variants)
+    if selection.shard:
+        plan = plan.shard(*selection.shard)
     journal = Journal(workspace.run / suite.name, plan.id, fresh=fresh)
     pool = WorkerPool(toolchains, matrix.run.memory_limit_mb, worker_requests)
     tasks = Tasks(pool, chosen.models, matrix, journal, {r.id: r.converter_flags for r in toolchain_records})
@@ -84,6 +87,7 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
                                 description=v.description) for v in matrix.variants if v.id in used_variants],
         excluded=excluded, conversions=[journal.conversions[c.key] for c in plan.conversions], cells=cells,
         op_support=ops, coverage=coverage(ops, toolchain_records))
+    results = in_order(results)  # the order `harness merge` gives the shards of this run too
     if reproducers is not None:
         with progress.task("reproducers", total=len(failing_groups(results))) as advance:
             write_bundles(results, chosen.models, journal.run_dir, reproducers, advance)

@@ -78,6 +78,13 @@ class Plan:
     def id(self) -> str:
         return digest([c.key for c in self.conversions], [c.key for c in self.cells])
 
+    def shard(self, index: int, count: int) -> Plan:
+        """Shard `index` of `count` (1-based): a stable subset of the cells, chosen by key, and the conversions they
+        need. The shards of a plan hold each cell exactly once; `harness merge` puts their results together."""
+        cells = [cell for cell in self.cells if int(cell.key[:15], 16) % count == index - 1]
+        needed = {cell.conversion.key for cell in cells}
+        return Plan([c for c in self.conversions if c.key in needed], cells)
+
 
 def make_plan(matrix: Matrix, identities: Mapping[str, str], models: Mapping[str, PreparedModel],
               variants: Mapping[str, list[str]]) -> Plan:

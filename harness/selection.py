@@ -22,6 +22,7 @@ class Selection:
     apis: tuple[str, ...] = ()
     inputs: Path | None = None  # the user's inputs (.npz) for their model
     dims: Mapping[str, int] = field(default_factory=dict)
+    shard: tuple[int, ...] = ()  # (index, count): run only that shard of the cells (harness merge joins them)
 
     @property
     def narrowed(self) -> bool:

@@ -131,9 +131,9 @@ class Tasks:
             reply = protocol.ToolReply.read(self.pool.request(toolchain, request, fresh=stage == "quantize",
                                                               timeout=self.matrix.run.timeouts.convert_s))
         except WorkerLost as lost:
-            return Step(verdicts.lost(lost.kind, stage, lost.detail, lost.log_tail))
+            return Step(verdicts.lost(lost.kind, stage, lost.detail, self._scrub(lost.log_tail)))
         outcome = Outcome(verdict=Verdict.PASS, stage=stage) if reply.produced else verdicts.classify(
-            stage, reply.log, reply.error)
+            stage, self._scrub(reply.log), self._scrub(reply.error))
         return Step(outcome.model_copy(update={"note": reply.note}), reply)
 
     # -------------------------------------------------------------- runs
@@ -161,15 +161,15 @@ class Tasks:
             reply = self._request_run(cell, self.journal.converted_path(conversion.key), inputs, reference,
                                       self.matrix.run.repeat)
         except WorkerLost as lost:
-            return CellRecord(**base, outcome=verdicts.lost(lost.kind, "run", lost.detail, lost.log_tail))
+            return CellRecord(**base, outcome=verdicts.lost(lost.kind, "run", lost.detail, self._scrub(lost.log_tail)))
         note = {"note": reply.note}
         if not reply.ok:
-            outcome = verdicts.classify(reply.stage, reply.log, reply.error)
+            outcome = verdicts.classify(reply.stage, self._scrub(reply.log), self._scrub(reply.error))
             return CellRecord(**base, outcome=outcome.model_copy(update=note), wall_s=reply.wall_s)
         tolerance = Tolerance(**model.tolerance) if model.tolerance else self.matrix.variant(cell.variant).tolerance
         deltas = [compare_output(name, reply.repeats[0][name], reference[name], tolerance) for name in reference]
         differs = disagreement(reply.repeats)
-        outcome = verdicts.judge_outputs(deltas, differs, reply.log)
+        outcome = verdicts.judge_outputs(deltas, differs, self._scrub(reply.log))
         return CellRecord(**base, outcome=outcome.model_copy(update=note), outputs=deltas, fed=reply.fed,
                           outputs_vs_float=self._against_float(cell, inputs, reply.repeats[0], tolerance)
                           if conversion.quantize else [],
@@ -191,6 +191,10 @@ class Tasks:
         if not reply.ok:
             return []
         return [compare_output(name, value, reply.repeats[0][name], tolerance) for name, value in outputs.items()]
+
+    def _scrub(self, text: str) -> str:
+        """Native output without this run's own paths, so that where a run ran never shows in its results."""
+        return text.replace(str(self.journal.run_dir), "<run>").replace(str(self.pool.scratch), "<scratch>")
 
     def data(self, model: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """A model's inputs and reference outputs, read once."""

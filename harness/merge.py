@@ -1,0 +1,71 @@
+"""Shards put together: `harness merge` joins the results documents of `--shard I/N` runs into the document the
+unsharded run gives, cell for cell. Every results document lists its conversions and cells in one canonical order
+(`in_order`), so the two are the same list, whatever ran where."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from harness.opsupport import coverage, op_support
+from harness.records import CellRecord, ConversionRecord, Results, RunInfo
+from harness.suites import SUITES
+
+MEMORY_ORDER = ("normal", "high", "low")
+
+
+class MergeError(Exception):
+    """Documents that are not shards of one run; the message says how they differ."""
+
+
+def in_order(results: Results) -> Results:
+    """The document with its conversions and cells in canonical order: converter, model, variant (then runtime,
+    API and memory mode for cells), each in the order the document lists them."""
+    toolchains = {t.id: i for i, t in enumerate(results.toolchains)}
+    models = {m.name: i for i, m in enumerate(results.models)}
+    variants = {v.id: i for i, v in enumerate(results.variants)}
+    apis = {api: i for i, api in enumerate(results.settings.get("apis", []))}
+
+    def conversion(c: ConversionRecord | CellRecord) -> tuple:
+        return toolchains[c.converter], models.get(c.model, len(models)), c.model, variants.get(c.variant, 0)
+
+    def cell(c: CellRecord) -> tuple:
+        return (*conversion(c), toolchains[c.runtime], apis.get(c.api, len(apis)), MEMORY_ORDER.index(c.memory))
+
+    return results.model_copy(update={"conversions": sorted(results.conversions, key=conversion),
+                                      "cells": sorted(results.cells, key=cell)})
+
+
+def merge(shards: Sequence[Results]) -> Results:
+    """One document from the documents of a run's shards (each cell and conversion kept once)."""
+    if not shards:
+        raise MergeError("no documents to merge")
+    first = shards[0]
+    for other in shards[1:]:
+        _check_same_run(first, other)
+    conversions = {(c.converter, c.model, c.variant): c for shard in shards for c in shard.conversions}
+    cells = {(c.converter, c.runtime, c.model, c.variant, c.api, c.memory): c for shard in shards for c in shard.cells}
+    models = {m.name: m for m in first.models}
+    aggregates = SUITES[first.suite].op_support
+    ops = op_support(list(cells.values()), models, first.toolchains, first.excluded) if aggregates else []
+    selection = {k: v for k, v in first.run.selection.items() if k != "shard"}
+    run = RunInfo(started=min(s.run.started for s in shards), finished=max(s.run.finished for s in shards),
+                  duration_s=max(s.run.duration_s for s in shards),
+                  phases={name: max(s.run.phases.get(name, 0.0) for s in shards)
+                          for name in dict.fromkeys(p for s in shards for p in s.run.phases)},
+                  jobs=first.run.jobs, resumed_cells=sum(s.run.resumed_cells for s in shards), selection=selection,
+                  harness=first.run.harness)
+    merged = first.model_copy(update={"run": run, "conversions": list(conversions.values()),
+                                      "cells": list(cells.values()), "op_support": ops,
+                                      "coverage": coverage(ops, first.toolchains) if aggregates else []})
+    return in_order(merged)
+
+
+def _check_same_run(first: Results, other: Results) -> None:
+    what = {"suite": lambda r: r.suite, "harness code": lambda r: r.run.harness.get("digest"),
+            "settings": lambda r: r.settings, "toolchains": lambda r: [(t.id, t.status, t.provenance.get("sha"),
+                                                                         t.provenance.get("mnn_version"))
+                                                                        for t in r.toolchains],
+            "models": lambda r: [(m.name, m.sha256) for m in r.models], "variants": lambda r: r.variants}
+    for name, read in what.items():
+        if read(first) != read(other):
+            raise MergeError(f"the documents are not shards of one run: their {name} differ")
