@@ -79,16 +79,18 @@ class RunReply:
 
 @dataclass(frozen=True)
 class Description:
-    """A toolchain's versions as its worker reports them, and its converter's --help text."""
+    """A toolchain's versions and capabilities ('convert', 'quantize', 'run', 'llm') as its worker reports them,
+    and its converter's --help text."""
 
     mnn_version: str
     numpy_version: str
     python: str
     platform: str
+    capabilities: tuple[str, ...]
     converter_help: str
 
     @classmethod
     def read(cls, reply: Reply) -> Description:
         header = reply.header
         return cls(header["mnn_version"], header["numpy_version"], header["python"], header["platform"],
-                   header["log"])
+                   tuple(header["capabilities"]), header["log"])

@@ -54,5 +54,10 @@ def _ready(toolchain: Toolchain, roles: list[str]) -> ToolchainRecord:
                                reason=f"imports MNN {described.mnn_version}, not {spec.version}")
     provenance = {**provenance, "mnn_version": described.mnn_version, "numpy_version": described.numpy_version,
                   "python": described.python, "platform": described.platform}
-    return ToolchainRecord(**base, status="ok", provenance=provenance,
+    missing = [role for role in roles if role not in described.capabilities]
+    if missing:
+        return ToolchainRecord(**base, status="unavailable", provenance=provenance,
+                               capabilities=list(described.capabilities),
+                               reason=f"cannot {' or '.join(missing)}: its MNN lacks the tools for it")
+    return ToolchainRecord(**base, status="ok", provenance=provenance, capabilities=list(described.capabilities),
                            converter_flags=sorted(set(FLAG.findall(described.converter_help))))

@@ -88,6 +88,7 @@ class ToolchainRecord(Record):
     log_tail: str = ""
     provenance: dict = {}
     converter_flags: list[str] = []  # flags this converter's --help lists
+    capabilities: list[str] = []  # what its worker can do: convert, quantize, run, llm (PyMNN's LLM runtime)
 
 
 class ModelRecord(Record):

@@ -143,16 +143,28 @@ class Failure(Exception):
 
 
 def describe(_header: dict, _arrays: dict) -> tuple[dict, dict]:
-    """Report the toolchain's versions; the reply's log holds the converter's --help text."""
-    import _tools
+    """Report the toolchain's versions and what it can do; the reply's log holds the converter's --help text."""
     import MNN
 
-    _tools.mnnconvert(["mnnconvert", "--help"])
+    capabilities = ["run"]
+    try:
+        import _tools
+    except ImportError:  # a runtime-only build: it cannot convert or quantize
+        _tools = None
+    if _tools is not None:
+        capabilities += ["convert", "quantize"]
+        _tools.mnnconvert(["mnnconvert", "--help"])
+    try:
+        import MNN.llm  # PyMNN's LLM runtime: not in every wheel
+        capabilities.append("llm")
+    except ImportError:
+        pass
     return {
         "mnn_version": MNN.version(),
         "numpy_version": np.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "capabilities": capabilities,
     }, {}
 
 

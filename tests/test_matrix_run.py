@@ -126,3 +126,10 @@ def test_a_large_run_is_written_compact_and_reads_back_with_the_same_verdicts(ru
     assert [c.outcome for c in back.cells] == [c.outcome for c in large.cells]
     assert all(c.key == "" and c.run_s == [] for c in back.cells), "per-cell bookkeeping is left out"
     assert back.run.phases == large.run.phases
+
+
+def test_each_toolchain_says_what_it_can_do(run) -> None:
+    results, _ = run
+    capabilities = {t.version: set(t.capabilities) for t in results.toolchains if t.status == "ok"}
+    assert capabilities["3.0.0"] == {"convert", "quantize", "run"}  # no MNN.llm in the 3.0.0 wheel
+    assert capabilities["3.6.1"] == {"convert", "quantize", "run", "llm"}
