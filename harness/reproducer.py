@@ -22,6 +22,7 @@ from harness.modelstore import PreparedModel
 from harness.records import CellRecord, Results, ToolchainRecord, Verdict
 from harness.report.markdown import environment
 from harness.supervisor import WORKER_ENVIRONMENT, WORKER_SCRIPT
+from harness.tasks import QUANTIZE_ATTEMPTS
 from harness.verdicts import PATTERNS_FILE
 
 BUNDLE_FILES = Path(__file__).with_name("bundle")
@@ -91,6 +92,7 @@ def write_bundle(results: Results, cells: list[CellRecord], model: PreparedModel
         "memory": sorted({c.memory for c in cells}),
         "settings": {k: results.settings[k] for k in ("threads", "precision", "repeat")},
         "environment": WORKER_ENVIRONMENT,
+        "attempts": {"convert": 2, "quantize": QUANTIZE_ATTEMPTS},
         "tolerance": model.tolerance or variant.tolerance, "stage": conversion.outcome.stage
         if conversion.outcome.verdict != Verdict.PASS else "run",
         "recorded": [{"api": c.api, "memory": c.memory, "verdict": c.outcome.verdict.value, "stage": c.outcome.stage,

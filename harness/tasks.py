@@ -1,4 +1,4 @@
-"""The work of one cell: a conversion (convert, convert again, quantize twice) or a run (feed, run, judge), each
+"""The work of one cell: a conversion (convert, convert again, quantize three times) or a run (feed, run, judge), each
 a method over the worker pool that returns its record. harness.runner schedules them."""
 
 from __future__ import annotations
@@ -50,20 +50,27 @@ class Step:
         return self.reply.wall_s if self.reply else 0.0
 
 
-def twice(first: Step, second: Step, produced: Path, again: Path) -> tuple[Outcome, str]:
-    """The outcome of a tool run twice on the same input (a tool whose survival or output varies is unstable, so
-    its models' verdicts would be luck), and how its two outputs differ ('' when they do not)."""
-    if first.passed and second.passed:
-        difference = model_difference(produced, again)
-        again.unlink()
-        return first.outcome, difference and f"two quantizations differ ({difference})"
-    again.unlink(missing_ok=True)
-    if not first.passed and not second.passed:
-        return first.outcome, ""
-    failed = second.outcome if first.passed else first.outcome
+QUANTIZE_ATTEMPTS = 3  # a tool that fails or writes other bytes at random shows it in one of three far more often
+
+
+def attempts(steps: list[Step], outputs: list[Path]) -> tuple[Outcome, str]:
+    """The outcome of a tool run several times on the same input (a tool whose survival or output varies is
+    unstable, so its models' verdicts would be luck), and how its outputs differ ('' when they do not). The first
+    output is kept; the others are removed."""
+    passed = [step.passed for step in steps]
+    differences = [model_difference(outputs[0], other) for other, ok in zip(outputs[1:], passed[1:], strict=True)
+                   if ok and passed[0]]
+    for other in outputs[1:]:
+        other.unlink(missing_ok=True)
+    if all(passed):
+        difference = next((d for d in differences if d), "")
+        return steps[0].outcome, difference and f"{len(steps)} quantizations differ ({difference})"
+    if not any(passed):
+        return steps[0].outcome, ""
+    failed = next(step.outcome for step in steps if not step.passed)
     return Outcome(verdict=Verdict.NONDETERMINISTIC, stage=failed.stage, ops=failed.ops, pattern=failed.pattern,
-                   reason=f"the tool failed in 1 of 2 identical attempts ({failed.verdict.value}: "
-                          f"{failed.reason})"[:500], log_excerpt=failed.log_excerpt), ""
+                   reason=f"the tool failed in {passed.count(False)} of {len(steps)} identical attempts "
+                          f"({failed.verdict.value}: {failed.reason})"[:500], log_excerpt=failed.log_excerpt), ""
 
 
 class Tasks:
@@ -79,7 +86,7 @@ class Tasks:
     # -------------------------------------------------------------- conversions
 
     def convert(self, conversion: Conversion) -> ConversionRecord:
-        """Convert (and, for a quantized variant, quantize) one model with one converter, each tool twice."""
+        """Convert (and, for a quantized variant, quantize) one model with one converter, each tool repeated."""
         model = self.models[conversion.model]
         known = self.converter_flags.get(conversion.converter, [])
         base = dict(key=conversion.key, converter=conversion.converter, model=conversion.model,
@@ -109,21 +116,23 @@ class Tasks:
 
     def _quantize(self, conversion: Conversion, model: PreparedModel, float_model: Path, converted: Step,
                   base: dict) -> ConversionRecord:
-        """Quantize twice with MNN's tool, each time alone in a fresh worker (the tool damages its process)."""
+        """Quantize QUANTIZE_ATTEMPTS times with MNN's tool, each alone in a fresh worker (the tool damages its
+        process) and in other memory."""
         with self._calibration_lock:  # several converters may quantize the same model at once: they share samples
             config = write_calibration(model, Quantize(**conversion.quantize),
                                        calibration_dir(self.journal.run_dir, model, conversion.quantize))
         final = self.journal.converted_path(conversion.key)
-        again = final.with_suffix(".again.mnn")
-        first, second = (self._tool(conversion.converter, "quantize",
-                                    protocol.quantize_request(float_model, target, config, attempt))
-                         for attempt, target in enumerate((final, again)))
-        outcome, differs = twice(first, second, final, again)
+        outputs = [final] + [final.with_suffix(f".again{n}.mnn") for n in range(1, QUANTIZE_ATTEMPTS)]
+        steps = [self._tool(conversion.converter, "quantize",
+                            protocol.quantize_request(float_model, target, config, attempt))
+                 for attempt, target in enumerate(outputs)]
+        outcome, differs = attempts(steps, outputs)
+        first = steps[0]
         return ConversionRecord(**{**base, "reconversion_differs": base["reconversion_differs"] or differs},
                                 outcome=outcome, size_bytes=first.size, float_size_bytes=converted.size,
                                 quantized_with=dict(QUANT_METHOD.findall(first.reply.log if first.reply else "")),
                                 convert_s=converted.seconds, quantize_s=first.seconds,
-                                wall_s=converted.wall_s + first.wall_s + second.wall_s)
+                                wall_s=converted.wall_s + sum(step.wall_s for step in steps))
 
     def _tool(self, toolchain: str, stage: str, request: dict) -> Step:
         """One convert or quantize request, judged by the file it writes."""

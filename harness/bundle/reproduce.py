@@ -1,6 +1,6 @@
 """Reproduce one mnn-matrix failure with MNN alone (plus numpy): `sh reproduce.sh` runs it end to end.
 
-    python reproduce.py convert   # with the converter's MNN: model.onnx -> converted.mnn (twice, and compared)
+    python reproduce.py convert   # with the converter's MNN: model.onnx -> converted.mnn (repeated, and compared)
     python reproduce.py run       # with the runtime's MNN: run converted.mnn, print the verdicts
 
 Each step runs in a child process, so a crash is reported (with its signal) instead of ending the script.
@@ -48,7 +48,7 @@ def child(step, attempt):
 
     worker.NativeLog(path(f"native-{step.replace(':', '-')}-{attempt}.log"))  # unbuffered: a crash loses nothing
     worker.perturb(attempt)  # as the matrix's workers do: a second attempt sees other uninitialized memory
-    suffix = ".again.mnn" if attempt else ".mnn"
+    suffix = f".again{attempt}.mnn" if attempt else ".mnn"
     if step == "convert":
         target = ("float" if CELL["quantize"] else "converted") + suffix
         result, _ = worker.convert({"src": path("model.onnx"), "dst": path(target), "flags": CELL["flags"]}, {})
@@ -93,29 +93,34 @@ def attempt_outcome(stage, attempt):
     if result is None:
         return judge.lost("crash", stage, ended.removeprefix("SIGNAL "), output, PATTERNS), None
     produced = path(("float" if stage == "convert" and CELL["quantize"] else "converted")
-                    + (".again.mnn" if attempt else ".mnn"))
+                    + (f".again{attempt}.mnn" if attempt else ".mnn"))
     if not result.get("produced"):
         return judge.classify(stage, output, result.get("error", ""), PATTERNS), None
     return judge.outcome("pass", stage), produced
 
 
 def convert():
-    """Convert (and quantize) as the matrix does: each step twice, in other memory, and compared."""
+    """Convert (and quantize) as the matrix does: each step repeated in other memory (`attempts` in cell.json),
+    and the models compared; a step that fails in some attempts only is nondeterministic."""
     differs = ""
     for stage in ("convert", "quantize") if CELL["quantize"] else ("convert",):
-        (first, made), (second, again) = attempt_outcome(stage, 0), attempt_outcome(stage, 1)
-        if first["verdict"] != "pass" or second["verdict"] != "pass":
-            failed = first if first["verdict"] != "pass" else second
-            if first["verdict"] == "pass" or (second["verdict"] == "pass" and stage == "quantize"):
-                failed = judge.outcome("nondeterministic", stage, "the tool failed in 1 of 2 identical attempts "
-                                       f"({failed['verdict']}: {failed['reason']})")
+        results = [attempt_outcome(stage, attempt) for attempt in range(CELL["attempts"][stage])]
+        passed = [outcome["verdict"] == "pass" for outcome, _ in results]
+        if not all(passed):
+            failed = next(outcome for outcome, _ in results if outcome["verdict"] != "pass")
+            if any(passed) and (passed[0] or stage == "quantize"):  # the matrix stops after a failed first conversion
+                failed = judge.outcome("nondeterministic", stage, f"the tool failed in {passed.count(False)} of "
+                                       f"{len(passed)} identical attempts ({failed['verdict']}: {failed['reason']})")
             print(f"VERDICT {failed['verdict']} at {stage}: {failed['reason']}")
             return 1
-        with open(made, "rb") as a, open(again, "rb") as b:
-            difference = judge.model_difference(a.read(), b.read())
-        os.remove(again)
-        if difference:
-            differs = f"two {'quantizations' if stage == 'quantize' else 'conversions'} differ ({difference})"
+        first = results[0][1]
+        for _, other in results[1:]:
+            with open(first, "rb") as a, open(other, "rb") as b:
+                difference = judge.model_difference(a.read(), b.read())
+            os.remove(other)
+            if difference and not differs:
+                differs = (f"{len(results)} quantizations differ ({difference})" if stage == "quantize"
+                           else f"two conversions differ ({difference})")
     write("conversion.json", {"differs": differs})
     print("converted: converted.mnn" + (f"; but {differs}" if differs else ""))
     return 0
