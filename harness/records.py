@@ -63,18 +63,18 @@ class OutputDelta(Record):
     dtype: str = ""  # MNN's output dtype
     reference_dtype: str = ""
     mismatch: str = ""  # how the shape or the kind of dtype differs from the reference ('' if it does not)
-    max_abs: float | None  # None when no finite element pair exists
-    max_rel: float | None  # elementwise, ignoring elements below 0.1% of max |ref|
-    rel_l2: float | None  # ||mnn - ref||_2 / ||ref||_2
-    cosine: float | None
-    mnn_rule_ratio: float | None  # max_abs / max |ref|; MNN's own rule passes at <= 0.01
-    mnn_rule_pass: bool
-    out_of_tolerance: int
-    elements: int
-    nan: int
-    inf: int
-    reference_nan: int
-    reference_inf: int
+    max_abs: float | None = None  # None when no finite element pair exists
+    max_rel: float | None = None  # elementwise, ignoring elements below 0.1% of max |ref|
+    rel_l2: float | None = None  # ||mnn - ref||_2 / ||ref||_2
+    cosine: float | None = None
+    mnn_rule_ratio: float | None = None  # max_abs / max |ref|; MNN's own rule passes at <= 0.01
+    mnn_rule_pass: bool = False
+    out_of_tolerance: int = 0
+    elements: int = 0
+    nan: int = 0
+    inf: int = 0
+    reference_nan: int = 0
+    reference_inf: int = 0
     failed_checks: list[str] = []
 
 
@@ -155,9 +155,10 @@ class VariantRecord(Record):
 
 
 class ConversionRecord(Record):
-    """One (converter toolchain, model, variant) conversion."""
+    """One (converter toolchain, model, variant) conversion. Large results documents leave out its key and
+    timings, as they do a cell's."""
 
-    key: str
+    key: str = ""
     converter: str
     model: str
     variant: str

@@ -11,14 +11,17 @@ from harness.records import Results
 COMPACT_ABOVE = 5000  # cells: larger documents are gzipped, without per-cell keys and timings
 HTML_UP_TO = 1_000_000  # cells: the page carries them gzipped (~9 bytes a cell): 6 toolchains' node suite ~2 MB
 PER_CELL_BOOKKEEPING = {"key", "load_s", "run_s", "wall_s"}  # random-looking, so they dominate a compressed file
+PER_CONVERSION_BOOKKEEPING = {"key", "convert_s", "quantize_s", "wall_s"}
 
 
 def document(results: Results) -> tuple[str, bytes]:
-    """The results document's file name and content. A large run's leaves out per-cell keys and timings
-    (the journal has them; phase timings stay), which makes a node-suite run 5x smaller."""
+    """The results document's file name and content. A large run's leaves out per-cell and per-conversion keys and
+    timings (the journal has them; phase timings stay) and every field at its default value, which makes a
+    node-suite run several times smaller; it reads back to the same records."""
     if len(results.cells) <= COMPACT_ABOVE:
         return "results.json", results.model_dump_json(indent=1).encode()
-    data = results.model_dump_json(exclude={"cells": {"__all__": PER_CELL_BOOKKEEPING}}).encode()
+    data = results.model_dump_json(exclude_defaults=True, exclude={
+        "cells": {"__all__": PER_CELL_BOOKKEEPING}, "conversions": {"__all__": PER_CONVERSION_BOOKKEEPING}}).encode()
     return "results.json.gz", gzip.compress(data, mtime=0)
 
 
