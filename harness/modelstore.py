@@ -52,6 +52,14 @@ class PreparedModel:
         with np.load(Path(self.directory) / "inputs.npz") as data:
             return {name: data[name] for name in self.inputs}
 
+    def inputs_digest(self) -> str:
+        """A hash of the inputs' values, dtypes and shapes: what a run is fed is part of its cells' keys."""
+        content = hashlib.sha256()
+        for name, array in self.load_inputs().items():
+            content.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+            content.update(np.ascontiguousarray(array).tobytes())
+        return content.hexdigest()
+
     def load_reference(self) -> dict[str, np.ndarray]:
         with np.load(Path(self.directory) / "reference.npz") as data:
             return {name: data[name] for name in self.outputs}

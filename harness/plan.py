@@ -94,6 +94,7 @@ def make_plan(matrix: Matrix, identities: Mapping[str, str], models: Mapping[str
     (unavailable ones) get no cells. `variants` maps each model to the variants it is converted with.
     """
     code = cell_code_digest()
+    inputs = {name: model.inputs_digest() for name, model in models.items()}
     settings = matrix.run.model_dump(exclude={"timeouts", "memory_limit_mb"})  # limits, not what a cell computes
     converters = [t for t in matrix.converter_ids if t in identities]
     runtimes = [t for t in matrix.runtime_ids if t in identities]
@@ -103,11 +104,13 @@ def make_plan(matrix: Matrix, identities: Mapping[str, str], models: Mapping[str
             for variant_id in variants[name]:
                 variant = matrix.variant(variant_id)
                 quantize = variant.quantize.model_dump() if variant.quantize else None
-                key = digest("convert", variant_id, identities[converter], model.sha256, variant.flags, quantize, code)
+                key = digest("convert", name, variant_id, identities[converter], model.sha256, variant.flags, quantize,
+                             code)  # two models may share one ONNX file (a prefill and a decode step)
                 conversion = Conversion(converter, name, variant_id, tuple(variant.flags), quantize, key)
                 conversions.append(conversion)
                 tolerance = model.tolerance or variant.tolerance.model_dump()
                 cells += [Cell(conversion, runtime, api, memory, digest(
-                    "run", key, identities[runtime], api, memory, settings, tolerance, model.sha256, code))
+                    "run", key, identities[runtime], api, memory, settings, tolerance, model.sha256, inputs[name],
+                    code))
                     for runtime in runtimes for api in matrix.run.apis for memory in variant.memory]
     return Plan(conversions, cells)

@@ -67,3 +67,18 @@ def test_keys_follow_the_code_that_decides_a_cell_and_nothing_else(tmp_path: Pat
     monkeypatch.undo()
     assert [c.key for c in plan_for(tmp_path, CONFIG).cells] == [c.key for c in before.cells]
     assert not {"cli.py", "report", "history.py"} & set(plan.CELL_CODE)  # editing them keeps a run resumable
+
+
+def test_two_models_of_one_onnx_file_have_cells_of_their_own(tmp_path: Path) -> None:
+    """qwen2-prefill and qwen2-decode share their ONNX file and differ in their inputs: neither's cells may stand
+    for the other's (they once did, and the decode step was reported as a second prefill)."""
+    path = tmp_path / "matrix.yaml"
+    path.write_text(yaml.safe_dump(CONFIG))
+    matrix = load_matrix(path, set(models.ZOO), set(models.TAGS))
+    prefill, decode = (prepare_zoo_model(models.ZOO[name], tmp_path / "models")
+                       for name in ("qwen2-prefill", "qwen2-decode"))
+    assert prefill.sha256 == decode.sha256 and prefill.inputs_digest() != decode.inputs_digest()
+    plan = make_plan(matrix, {"a": "id-a", "b": "id-b"}, {"qwen2-prefill": prefill, "qwen2-decode": decode},
+                     {"qwen2-prefill": ["fp32"], "qwen2-decode": ["fp32"]})
+    assert len({c.key for c in plan.conversions}) == len(plan.conversions) == 2 * 2
+    assert len({c.key for c in plan.cells}) == len(plan.cells) == 2 * 2 * 2 * 2
