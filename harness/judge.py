@@ -143,18 +143,20 @@ def outcome(verdict: str, stage: str, reason: str = "", ops: list | None = None,
 
 
 def judge_outputs(deltas: list[dict], differs: str | None, log: str, patterns: list[dict]) -> dict:
-    """The verdict of a run that produced outputs: nondeterministic (repeats differ), wrong-shape (an output's
-    shape or kind of dtype differs from the reference), wrong-output, or pass."""
+    """The verdict of a run that produced outputs: wrong-shape (an output's shape or kind of dtype differs from the
+    reference), nondeterministic (repeats differ), wrong-output, or pass."""
     failed = [f"{d['name']}: {check}" for d in deltas for check in d["failed_checks"]]
     if differs is None and not failed:
         return outcome("pass", "compare")
     found = match(log, patterns)
     evidence = dict(ops=_ops(found[1]), pattern=found[0]["id"], log_excerpt=found[2]) if found else dict(
         log_excerpt=tail(log, EXCERPT_LINES))
+    if any(d["mismatch"] for d in deltas):  # a wrong shape or dtype is a fact whatever the values: it goes first
+        reason = "; ".join(failed) + (f"; and repeats differ: {differs}" if differs else "")
+        return outcome("wrong-shape", "compare", reason[:500], **evidence)
     if differs is not None:
         return outcome("nondeterministic", "run", differs, **evidence)
-    verdict = "wrong-shape" if any(d["mismatch"] for d in deltas) else "wrong-output"
-    return outcome(verdict, "compare", "; ".join(failed)[:500], **evidence)
+    return outcome("wrong-output", "compare", "; ".join(failed)[:500], **evidence)
 
 
 def classify(stage: str, log: str, error: str, patterns: list[dict]) -> dict:

@@ -53,10 +53,10 @@ class Step:
 QUANTIZE_ATTEMPTS = 3  # a tool that fails or writes other bytes at random shows it in one of three far more often
 
 
-def attempts(steps: list[Step], outputs: list[Path]) -> tuple[Outcome, str]:
-    """The outcome of a tool run several times on the same input (a tool whose survival or output varies is
-    unstable, so its models' verdicts would be luck), and how its outputs differ ('' when they do not). The first
-    output is kept; the others are removed."""
+def attempts(steps: list[Step], outputs: list[Path], what: str = "quantizations") -> tuple[Outcome, str]:
+    """The outcome of a tool run several times on the same input, each time in other memory (a tool whose survival
+    or output varies is unstable, so its models' verdicts would be luck: a failure in some attempts only is
+    `nondeterministic`), and how its outputs differ ('' when they do not). The first output is kept."""
     passed = [step.passed for step in steps]
     differences = [model_difference(outputs[0], other) for other, ok in zip(outputs[1:], passed[1:], strict=True)
                    if ok and passed[0]]
@@ -64,7 +64,7 @@ def attempts(steps: list[Step], outputs: list[Path]) -> tuple[Outcome, str]:
         other.unlink(missing_ok=True)
     if all(passed):
         difference = next((d for d in differences if d), "")
-        return steps[0].outcome, difference and f"{len(steps)} quantizations differ ({difference})"
+        return steps[0].outcome, difference and f"{len(steps)} {what} differ ({difference})"
     if not any(passed):
         return steps[0].outcome, ""
     failed = next(step.outcome for step in steps if not step.passed)
@@ -93,26 +93,16 @@ class Tasks:
                     variant=conversion.variant, flags=list(conversion.flags), quantize=conversion.quantize,
                     ignored_flags=[f for f in conversion.flags if f.startswith("--") and f not in known])
         converted = (self.journal.float_path if conversion.quantize else self.journal.converted_path)(conversion.key)
-        step = self._tool(conversion.converter, "convert",
-                          protocol.convert_request(model.onnx_path, converted, conversion.flags))
-        if not step.passed:
-            return ConversionRecord(**base, outcome=step.outcome, wall_s=step.wall_s)
-        base["reconversion_differs"] = self._reconvert(conversion, model, converted)
-        if not conversion.quantize:
-            return ConversionRecord(**base, outcome=step.outcome, size_bytes=step.size, convert_s=step.seconds,
-                                    wall_s=step.wall_s)
-        return self._quantize(conversion, model, converted, step, base)
-
-    def _reconvert(self, conversion: Conversion, model: PreparedModel, converted: Path) -> str:
-        """Convert again, in other memory, and say how the second model differs from the first ('' if not)."""
-        again = converted.with_suffix(".again.mnn")
-        step = self._tool(conversion.converter, "convert",
-                          protocol.convert_request(model.onnx_path, again, conversion.flags, attempt=1))
-        if not step.passed:
-            return f"the second one failed: {step.outcome.verdict.value} {step.outcome.reason}".strip()
-        difference = model_difference(converted, again)
-        again.unlink()
-        return difference and f"two conversions differ ({difference})"
+        outputs = [converted, converted.with_suffix(".again1.mnn")]
+        steps = [self._tool(conversion.converter, "convert",
+                            protocol.convert_request(model.onnx_path, target, conversion.flags, attempt))
+                 for attempt, target in enumerate(outputs)]
+        outcome, differs = attempts(steps, outputs, "conversions")
+        step = steps[0]
+        if outcome.verdict != Verdict.PASS or not conversion.quantize:
+            return ConversionRecord(**base, outcome=outcome, reconversion_differs=differs, size_bytes=step.size,
+                                    convert_s=step.seconds, wall_s=sum(s.wall_s for s in steps))
+        return self._quantize(conversion, model, converted, step, {**base, "reconversion_differs": differs})
 
     def _quantize(self, conversion: Conversion, model: PreparedModel, float_model: Path, converted: Step,
                   base: dict) -> ConversionRecord:

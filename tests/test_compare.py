@@ -93,3 +93,17 @@ def test_disagreement_between_repeated_runs_is_described() -> None:
     assert disagreement([run, run, flaky]) == "run 3 of 3 differs from run 1 in y: 1 of 4 elements; NaN 1 vs 0 in run 1"
     nan_run = {"y": np.full(2, np.nan, np.float32)}
     assert disagreement([nan_run, {"y": np.full(2, np.nan, np.float32)}]) is None
+
+
+def test_a_wrong_shape_is_reported_as_such_even_when_repeats_also_differ() -> None:
+    """A wrong shape is a fact whatever the values: a run whose repeats disagree (uninitialized memory) must not
+    flip between nondeterministic and wrong-shape from one run to the next."""
+    from harness import verdicts
+    from harness.records import Verdict
+
+    ref = np.arange(6, dtype=np.float32).reshape(2, 3)
+    delta = compare_output("y", np.zeros((1, 2, 3), np.float32), ref, FP32)
+    outcome = verdicts.judge_outputs([delta], "run 2 of 3 differs from run 1 in y", "")
+    assert outcome.verdict == Verdict.WRONG_SHAPE and "repeats differ" in outcome.reason
+    fine = compare_output("y", ref.copy(), ref, FP32)
+    assert verdicts.judge_outputs([fine], "run 2 of 3 differs", "").verdict == Verdict.NONDETERMINISTIC
