@@ -27,7 +27,7 @@ from harness.supervisor import Process, Worker, WorkerLost, WorkerStartError
 
 SERVER_MARGIN_MB = 512
 CONTROL_TIMEOUT_S = 60
-_WAIT_TICK_S = 0.001
+_WAIT_TICKS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)  # a crash is seen at once, a slow exit costs few asks
 log = logging.getLogger(__name__)
 
 
@@ -134,9 +134,10 @@ class ForkedProcess:
         return self._code
 
     def wait(self, timeout: float) -> int | None:
-        deadline = time.monotonic() + timeout
+        deadline, asked = time.monotonic() + timeout, 0
         while (code := self.poll()) is None and time.monotonic() < deadline:
-            time.sleep(_WAIT_TICK_S)
+            time.sleep(_WAIT_TICKS_S[min(asked, len(_WAIT_TICKS_S) - 1)])
+            asked += 1
         return code
 
     def kill(self) -> None:
@@ -177,11 +178,11 @@ def acquire(toolchain: ForkingLauncher, scratch: Path, cap_mb: int) -> ForkServe
 
 def release(server: ForkServer, cap_mb: int) -> None:
     """One Worker is done with `server`; the last one closes it."""
-    server.reserve(cap_mb, sign=-1)
     with _servers_lock:
         key = next((key for key, (known, _) in _servers.items() if known is server), None)
         if key is None:  # closed already (close_all)
             return
+        server.reserve(cap_mb, sign=-1)
         users = _servers[key][1] - 1
         if users:
             _servers[key] = (server, users)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from harness.opsupport import coverage, op_support
-from harness.records import CellRecord, ConversionRecord, Results, RunInfo
+from harness.records import CellRecord, ConversionRecord, Results, RunInfo, Verdict
 from harness.suites import SUITES
 
 MEMORY_ORDER = ("normal", "high", "low")
@@ -42,7 +42,8 @@ def merge(shards: Sequence[Results]) -> Results:
     first = shards[0]
     for other in shards[1:]:
         _check_same_run(first, other)
-    conversions = {(c.converter, c.model, c.variant): c for shard in shards for c in shard.conversions}
+    _check_complete(shards)
+    conversions = _conversions(shards)
     cells = {(c.converter, c.runtime, c.model, c.variant, c.api, c.memory): c for shard in shards for c in shard.cells}
     models = {m.name: m for m in first.models}
     aggregates = SUITES[first.suite].op_support
@@ -58,6 +59,33 @@ def merge(shards: Sequence[Results]) -> Results:
                                       "cells": list(cells.values()), "op_support": ops,
                                       "coverage": coverage(ops, first.toolchains) if aggregates else []})
     return in_order(merged)
+
+
+def _check_complete(shards: Sequence[Results]) -> None:
+    """Every shard of the run, each once: else the merged document would claim cells it does not have."""
+    found = [tuple(shard.run.selection.get("shard", ())) for shard in shards]
+    counts = {count for _, count in found}
+    if any(len(shard) != 2 for shard in found) or len(counts) != 1:
+        raise MergeError(f"these are not the shards of one run (their --shard values: {found or 'none'})")
+    [count] = counts
+    if sorted(index for index, _ in found) != list(range(1, count + 1)):
+        raise MergeError(f"shards {sorted(index for index, _ in found)} of {count}: each of 1..{count} is needed once")
+
+
+def _conversions(shards: Sequence[Results]) -> dict[tuple, ConversionRecord]:
+    """Each conversion once. Several shards may convert the same model; where their outcomes differ, the tool
+    is unstable and the conversion says so (its cells keep what their own shard saw)."""
+    merged: dict[tuple, ConversionRecord] = {}
+    for shard in shards:
+        for record in shard.conversions:
+            identity = (record.converter, record.model, record.variant)
+            seen = merged.setdefault(identity, record)
+            if seen.outcome.verdict != record.outcome.verdict:
+                merged[identity] = seen.model_copy(update={"outcome": seen.outcome.model_copy(update={
+                    "verdict": Verdict.NONDETERMINISTIC,
+                    "reason": f"shards of this run disagree: {seen.outcome.verdict.value} and "
+                              f"{record.outcome.verdict.value}"})})
+    return merged
 
 
 def _check_same_run(first: Results, other: Results) -> None:

@@ -82,6 +82,7 @@ class Tasks:
         self.converter_flags = converter_flags
         self._calibration_lock = threading.Lock()
         self._data: dict[str, tuple[dict, dict]] = {}
+        self._data_lock = threading.Lock()
 
     # -------------------------------------------------------------- conversions
 
@@ -197,7 +198,8 @@ class Tasks:
 
     def data(self, model: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """A model's inputs and reference outputs, read once."""
-        if model not in self._data:
-            prepared = self.models[model]
-            self._data[model] = (prepared.load_inputs(), prepared.load_reference())
-        return self._data[model]
+        with self._data_lock:  # cells of one model run on several threads
+            if model not in self._data:
+                prepared = self.models[model]
+                self._data[model] = (prepared.load_inputs(), prepared.load_reference())
+            return self._data[model]

@@ -566,9 +566,11 @@ def main() -> None:
     import MNN
 
     if args.fork_server:  # everything a child would import, imported once
-        import _tools  # noqa: F401
         import MNN.expr
         import MNN.nn
+
+        with contextlib.suppress(ImportError):  # a runtime-only build has no converter: it can still run
+            import _tools  # noqa: F401
     sock = _connect(args.socket)
     import_log = native.text()
     send_message(sock, {"hello": PROTOCOL, "pid": os.getpid(), "import_s": time.perf_counter() - started,

@@ -85,11 +85,11 @@ def issue_body(comparisons: list[SuiteComparison], run_url: str = "", limit: int
 def _section(comparison: SuiteComparison, budget: int) -> str:
     """A suite's newly failing cells as a table, cut to `budget` characters with a pointer to the full diff."""
     section = [f"\n### {comparison.suite}\n\n| cell | before | after | came with | detail |\n|---|---|---|---|---|\n"]
-    used = len(section[0])
-    for shown, change in enumerate(comparison.regressions):
+    used, regressions = len(section[0]), comparison.regressions  # (a list built on each access: once here)
+    for shown, change in enumerate(regressions):
         row = (f"| {_cell(change.cell)} | {change.before} | {change.after} | "
                f"{_cell('; '.join(change.causes) or 'no other change')} | {_cell(change.detail[:160])} |\n")
-        rest = f"\n… {len(comparison.regressions) - shown} more in the [full diff]({comparison.diff_link}).\n"
+        rest = f"\n… {len(regressions) - shown} more in the [full diff]({comparison.diff_link}).\n"
         if used + len(row) + len(rest) > budget:
             section.append(rest)
             break

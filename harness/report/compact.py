@@ -230,10 +230,6 @@ def regressions(results: Results, order: VersionOrder) -> list[tuple[str, str, l
     return found
 
 
-def verdict_counts(results: Results) -> Counter:
-    return Counter(c.outcome.verdict for c in results.cells)
-
-
 @dataclass
 class QuantGroup:
     """Post-training quantization of one model and variant by a group of converters that behave alike."""
