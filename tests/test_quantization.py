@@ -86,8 +86,10 @@ def test_quantized_models_are_smaller_and_run_everywhere(quant_run) -> None:
     assert mobilenet.outcome.verdict == Verdict.PASS and mobilenet.size_bytes < 0.6 * mobilenet.float_size_bytes
     cells = [c for c in quant_run.cells if (c.converter, c.model, c.variant) == ("old", "mobilenet-tiny", "ptq-kl")]
     assert {c.runtime for c in cells} == {"old", "new"}
+    # 3.0.0's tool sometimes writes other bytes in one of its three attempts: then every cell says so
+    expected = Verdict.NONDETERMINISTIC if mobilenet.reconversion_differs else Verdict.PASS
     for cell in cells:
-        assert cell.outcome.verdict == Verdict.PASS, cell.outcome
+        assert cell.outcome.verdict == expected, cell.outcome
         [vs_float] = cell.outputs_vs_float
         assert 0.99 < vs_float.cosine <= 1 and vs_float.rel_l2 is not None
 

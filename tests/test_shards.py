@@ -77,7 +77,7 @@ def test_the_command_line_merges_documents_and_refuses_documents_of_other_runs(r
     other = runs[1].model_copy(update={"suite": "onnx-node"})
     with pytest.raises(MergeError, match="suite"):
         merge([runs[2], other])
-    with pytest.raises(MergeError, match="each of 1..3 is needed once"):
+    with pytest.raises(MergeError, match=r"each of 1\.\.3 is needed once"):
         merge([runs[1], runs[2]])
-    with pytest.raises(MergeError, match="each of 1..3 is needed once"):
+    with pytest.raises(MergeError, match=r"each of 1\.\.3 is needed once"):
         merge([runs[1], runs[2], runs[2]])
