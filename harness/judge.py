@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -142,7 +143,7 @@ def outcome(verdict: str, stage: str, reason: str = "", ops: list | None = None,
                 note=note)
 
 
-def judge_outputs(deltas: list[dict], differs: str | None, log: str, patterns: list[dict]) -> dict:
+def judge_outputs(deltas: list[dict], differs: str | None, log: str, patterns: Sequence[dict]) -> dict:
     """The verdict of a run that produced outputs: wrong-shape (an output's shape or kind of dtype differs from the
     reference), nondeterministic (repeats differ), wrong-output, or pass."""
     failed = [f"{d['name']}: {check}" for d in deltas for check in d["failed_checks"]]
@@ -159,7 +160,7 @@ def judge_outputs(deltas: list[dict], differs: str | None, log: str, patterns: l
     return outcome("wrong-output", "compare", "; ".join(failed)[:500], **evidence)
 
 
-def classify(stage: str, log: str, error: str, patterns: list[dict]) -> dict:
+def classify(stage: str, log: str, error: str, patterns: Sequence[dict]) -> dict:
     """The verdict of a failure at `stage`. The convert and quantize stages always give their own verdict (the
     pattern adds the reason and ops); elsewhere a failure no pattern explains is `unclassified-error`."""
     text = f"{log}\n{error}".strip()
@@ -173,7 +174,7 @@ def classify(stage: str, log: str, error: str, patterns: list[dict]) -> dict:
                    pattern["id"], excerpt)
 
 
-def lost(kind: str, stage: str, detail: str, log_tail: str, patterns: list[dict]) -> dict:
+def lost(kind: str, stage: str, detail: str, log_tail: str, patterns: Sequence[dict]) -> dict:
     """A worker that crashed, timed out or went over its memory cap; the log's last lines, and any op they blame,
     are the evidence. A crash right after MNN said it could not allocate is out-of-memory."""
     found = match(log_tail, patterns)
@@ -183,6 +184,24 @@ def lost(kind: str, stage: str, detail: str, log_tail: str, patterns: list[dict]
         verdict = "out-of-memory"
     return outcome(verdict, stage, f"{what}, after: {_reason(found[0], found[1])}" if found else what,
                    _ops(found[1]) if found else [], found[0]["id"] if found else None, tail(log_tail, EXCERPT_LINES))
+
+
+def repeated(outcomes: Sequence[dict], differences: Sequence[str], what: str) -> tuple[dict, str]:
+    """The outcome of a tool run on one input several times, each in other memory, and how its outputs differ
+    ('' when they do not; `differences` compares the first output with each other one that was written). A tool
+    whose survival or output varies is unstable, so its models' verdicts would be luck: a failure in some attempts
+    only is `nondeterministic`."""
+    passed = [judged["verdict"] == "pass" for judged in outcomes]
+    if all(passed):
+        difference = next((d for d in differences if d), "")
+        return outcomes[0], difference and f"{len(outcomes)} {what} differ ({difference})"
+    if not any(passed):
+        return outcomes[0], ""
+    failed = next(judged for judged in outcomes if judged["verdict"] != "pass")
+    reason = (f"the tool failed in {passed.count(False)} of {len(passed)} identical attempts "
+              f"({failed['verdict']}: {failed['reason']})")
+    return outcome("nondeterministic", failed["stage"], reason[:500], failed["ops"], failed["pattern"],
+                   failed["log_excerpt"]), ""
 
 
 def unstable(judged: dict, difference: str) -> dict:
@@ -195,7 +214,7 @@ def unstable(judged: dict, difference: str) -> dict:
                 reason=f"{said}; the one that ran: {judged.get('reason') or 'pass'}")
 
 
-def match(text: str, patterns: list[dict], stage: str | None = None) -> tuple[dict, dict, str] | None:
+def match(text: str, patterns: Sequence[dict], stage: str | None = None) -> tuple[dict, dict, str] | None:
     """The first pattern (for `stage`, or any) found in `text`: with its groups and the lines around it."""
     for pattern in patterns:
         if stage is not None and stage not in pattern["stages"]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import protocol, verdicts
+from harness import judge, protocol, verdicts
 from harness.calibration import calibration_dir, write_calibration
 from harness.compare import compare_output, disagreement
 from harness.config import Matrix, Quantize, Tolerance
@@ -54,23 +54,14 @@ QUANTIZE_ATTEMPTS = 3  # a tool that fails or writes other bytes at random shows
 
 
 def attempts(steps: list[Step], outputs: list[Path], what: str = "quantizations") -> tuple[Outcome, str]:
-    """The outcome of a tool run several times on the same input, each time in other memory (a tool whose survival
-    or output varies is unstable, so its models' verdicts would be luck: a failure in some attempts only is
-    `nondeterministic`), and how its outputs differ ('' when they do not). The first output is kept."""
-    passed = [step.passed for step in steps]
-    differences = [model_difference(outputs[0], other) for other, ok in zip(outputs[1:], passed[1:], strict=True)
-                   if ok and passed[0]]
+    """The outcome of a tool run several times on the same input (judge.repeated decides), and how its outputs
+    differ; the first output is kept, the others removed."""
+    differences = [model_difference(outputs[0], other) for other, step in zip(outputs[1:], steps[1:], strict=True)
+                   if step.passed and steps[0].passed]
     for other in outputs[1:]:
         other.unlink(missing_ok=True)
-    if all(passed):
-        difference = next((d for d in differences if d), "")
-        return steps[0].outcome, difference and f"{len(steps)} {what} differ ({difference})"
-    if not any(passed):
-        return steps[0].outcome, ""
-    failed = next(step.outcome for step in steps if not step.passed)
-    return Outcome(verdict=Verdict.NONDETERMINISTIC, stage=failed.stage, ops=failed.ops, pattern=failed.pattern,
-                   reason=f"the tool failed in {passed.count(False)} of {len(steps)} identical attempts "
-                          f"({failed.verdict.value}: {failed.reason})"[:500], log_excerpt=failed.log_excerpt), ""
+    judged, differs = judge.repeated([step.outcome.model_dump(mode="json") for step in steps], differences, what)
+    return Outcome(**judged), differs
 
 
 class Tasks:

@@ -21,17 +21,17 @@ def patterns() -> tuple[dict, ...]:
 
 def classify(stage: str, log: str, error: str = "") -> Outcome:
     """The verdict for a failure at `stage` (see judge.classify)."""
-    return Outcome(**judge.classify(stage, log, error, list(patterns())))
+    return Outcome(**judge.classify(stage, log, error, patterns()))
 
 
 def lost(kind: str, stage: str, detail: str, log_tail: str) -> Outcome:
     """A worker that crashed, timed out or went over its memory cap (see judge.lost)."""
-    return Outcome(**judge.lost(kind, stage, detail, log_tail, list(patterns())))
+    return Outcome(**judge.lost(kind, stage, detail, log_tail, patterns()))
 
 
 def judge_outputs(deltas: list[OutputDelta], disagreement: str | None, log: str) -> Outcome:
     """The verdict of a run that produced outputs (see judge.judge_outputs)."""
-    return Outcome(**judge.judge_outputs([d.model_dump() for d in deltas], disagreement, log, list(patterns())))
+    return Outcome(**judge.judge_outputs([d.model_dump() for d in deltas], disagreement, log, patterns()))
 
 
 def unstable_conversion(outcome: Outcome, difference: str) -> Outcome:

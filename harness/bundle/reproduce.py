@@ -105,22 +105,18 @@ def convert():
     differs = ""
     for stage in ("convert", "quantize") if CELL["quantize"] else ("convert",):
         results = [attempt_outcome(stage, attempt) for attempt in range(CELL["attempts"][stage])]
-        passed = [outcome["verdict"] == "pass" for outcome, _ in results]
-        if not all(passed):
-            failed = next(outcome for outcome, _ in results if outcome["verdict"] != "pass")
-            if any(passed):
-                failed = judge.outcome("nondeterministic", stage, f"the tool failed in {passed.count(False)} of "
-                                       f"{len(passed)} identical attempts ({failed['verdict']}: {failed['reason']})")
-            print(f"VERDICT {failed['verdict']} at {stage}: {failed['reason']}")
-            return 1
-        first = results[0][1]
+        differences = []
         for _, other in results[1:]:
-            with open(first, "rb") as a, open(other, "rb") as b:
-                difference = judge.model_difference(a.read(), b.read())
-            os.remove(other)
-            if difference and not differs:
-                differs = (f"{len(results)} quantizations differ ({difference})" if stage == "quantize"
-                           else f"two conversions differ ({difference})")
+            if results[0][1] and other:
+                with open(results[0][1], "rb") as a, open(other, "rb") as b:
+                    differences.append(judge.model_difference(a.read(), b.read()))
+                os.remove(other)
+        what = "quantizations" if stage == "quantize" else "conversions"
+        judged, difference = judge.repeated([outcome for outcome, _ in results], differences, what)
+        if judged["verdict"] != "pass":
+            print(f"VERDICT {judged['verdict']} at {stage}: {judged['reason']}")
+            return 1
+        differs = differs or difference
     write("conversion.json", {"differs": differs})
     print("converted: converted.mnn" + (f"; but {differs}" if differs else ""))
     return 0
