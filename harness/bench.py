@@ -1,22 +1,24 @@
 """`nox -s bench`: how fast the matrix runs, and what the harness costs on top of MNN.
 
-Three measurements, all on real toolchains and the micro models:
-1. a full matrix run (fresh journal): conversions and run cells per second, CPU use of all cores;
-2. per run cell: the harness's round trip against MNN's own in-process time for the same cell
-   (load + runs, timed inside the worker around the MNN calls);
-3. a sample of cells with a persistent worker, then with a new worker process for every cell;
-4. restarts: a worker killed, then the next request answered, with a forked worker (harness/forkserver.py) and
-   with a new process, for one toolchain of each kind (a venv, a container) that the run had ready.
+1. Scale, on the full default matrix (every suite, every toolchain) in the user's workspace, as `nox -s matrix`
+   runs it (documents and reproducer bundles written to `.mnn-matrix/bench/out/`): a cold run that ignores the
+   store (`--fresh`), a rerun with nothing changed, and a run where only the newest toolchain changed (its identity
+   altered as a new SHA would); per suite, phases, how busy both cores were, and how many cells were served by a
+   run of an identical converted model. The cold run fills the store, so a `nox -s matrix` after it reuses it.
+2. Per run cell: the harness's round trip against MNN's own in-process time (load + runs, timed inside the worker).
+3. A sample of micro cells with a persistent worker, then with a new worker process for every cell.
+4. Restarts: a worker killed, then the next request answered, forked (harness/forkserver.py) and as a new process,
+   for one toolchain of each kind (a venv, a container) that is ready.
+`--no-scale` leaves out 1 (minutes instead of half an hour), measuring 2 on a fresh run of the micro models.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import resource
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +27,13 @@ from onnx import TensorProto, helper
 from rich.console import Console
 from rich.table import Table
 
+from harness import matrix as matrix_module
 from harness import protocol
-from harness.matrix import load, run_matrix
+from harness.matrix import load, run_matrix, run_suite
 from harness.progress import Progress
 from harness.records import Results
 from harness.selection import Selection
+from harness.suites import SUITES
 from harness.supervisor import Worker, WorkerLost
 from harness.toolchains import Toolchain, make_toolchain
 from harness.workspace import Workspace, scratch
@@ -37,17 +41,21 @@ from harness.workspace import Workspace, scratch
 RESTART_SAMPLES = 30
 
 
-def run_bench(config: Path, selection: Selection, workspace: Workspace, jobs: int, console: Console) -> dict:
+def run_bench(config: Path, selection: Selection, workspace: Workspace, jobs: int, console: Console,
+              scale: bool = True) -> dict:
     """Run the benchmark and return its figures (also printed as a table and saved as bench.json)."""
     space = Workspace(workspace.root / "bench", shared_envs=workspace.envs)
-    cpu_before = _cpu_seconds()
-    with Progress(console) as progress:
-        results = run_matrix(config, selection, space, jobs, fresh=True, progress=progress)
-    figures = _matrix_figures(results, _cpu_seconds() - cpu_before)
-    figures.update(_per_cell_figures(results))
+    figures: dict = {}
+    if scale:
+        cold = _scale_figures(config, workspace, jobs, console, figures)
+    else:
+        with Progress(console) as progress:
+            cold = [run_matrix(config, selection, space, jobs, fresh=True, progress=progress)]
+    figures.update(_per_cell_figures(cold))
     console.print("same cells, one worker process per cell vs one persistent worker:")
-    sample = Selection(converters=(results.cells[0].converter,), runtimes=(results.cells[0].runtime,),
-                       models=selection.models, variants=(results.cells[0].variant,))
+    first = cold[0].cells[0]
+    sample = Selection(converters=(first.converter,), runtimes=(first.runtime,), models=selection.models,
+                       variants=("fp32",))
     timings = {}
     for label, requests in (("persistent", 2000), ("process_per_cell", 1)):
         with Progress(console) as progress:
@@ -58,7 +66,7 @@ def run_bench(config: Path, selection: Selection, workspace: Workspace, jobs: in
                    persistent_ms_per_cell=_ms(per_cell["persistent"]),
                    process_per_cell_ms_per_cell=_ms(per_cell["process_per_cell"]),
                    persistent_speedup=round(per_cell["process_per_cell"] / per_cell["persistent"], 1))
-    figures.update(_restart_figures(config, results, space))
+    figures.update(_restart_figures(config, cold[0], space))
     _print(figures, console)
     target = workspace.root / "bench.json"
     target.write_text(json.dumps(figures, indent=2))
@@ -66,33 +74,76 @@ def run_bench(config: Path, selection: Selection, workspace: Workspace, jobs: in
     return figures
 
 
-def _matrix_figures(results: Results, cpu_s: float) -> dict:
+def _scale_figures(config: Path, workspace: Workspace, jobs: int, console: Console, figures: dict) -> list[Results]:
+    """Cold, rerun and only-the-newest-toolchain-changed runs of the full default matrix; the cold runs' results."""
+    matrix = load(config, Selection())
+    suites = [suite for suite in SUITES.values() if suite.enabled(matrix, Selection())]
+    out = workspace.root / "bench" / "out"
+    newest = matrix.toolchains[-1].id
+
+    def full(label: str, fresh: bool) -> list[Results]:
+        console.print(f"[bold]{label}[/bold]")
+        started, made = time.monotonic(), []
+        for suite in suites:
+            bundles = workspace.root / "bench" / "reproducers" / suite.name if suite.reproducers else None
+            clock = time.monotonic()
+            with Progress(console) as progress:
+                results, _ = run_suite(config, Selection(), workspace, jobs, fresh, progress, suite,
+                                       out / suite.results_dir, bundles)
+            figures[f"{label}_{suite.name}_s"] = round(time.monotonic() - clock, 1)
+            if results is not None:
+                made.append(results)
+                figures[f"{label}_{suite.name}"] = _suite_figures(results, progress)
+        figures[f"{label}_total_s"] = round(time.monotonic() - started, 1)
+        return made
+
+    cold = full("cold", fresh=True)
+    full("rerun", fresh=False)
+    with _new_identity(newest):
+        full(f"only_{newest}_changed", fresh=False)
+    return cold
+
+
+def _suite_figures(results: Results, progress: Progress) -> dict:
+    """One suite's run: its size, phases, how busy the cores were in each, and how much was reused."""
     phases = results.run.phases
-    cores = os.cpu_count() or 1
-    return {
-        "cores": cores, "jobs": results.run.jobs, "run_cells": len(results.cells),
-        "conversions": len(results.conversions), "phases_s": phases, "total_s": results.run.duration_s,
-        "conversions_per_s": round(len(results.conversions) / phases["convert"], 1),
-        "run_cells_per_s": round(len(results.cells) / phases["run"], 1),
-        "cpu_utilization": round(cpu_s / (results.run.duration_s * cores), 3),
-    }
+    ran = sum(not c.reused_from for c in results.cells)
+    return {"cells": len(results.cells), "conversions": len(results.conversions), "phases_s": phases,
+            "total_s": results.run.duration_s, "cores_busy": progress.busy, "harness_cpu": progress.own,
+            "run_cells_per_s": round(len(results.cells) / phases["run"], 1) if phases.get("run") else None,
+            "cells_run": ran, "cells_reused": len(results.cells) - ran,
+            "reuse_ratio": round(1 - ran / max(len(results.cells), 1), 3)}
 
 
-def _per_cell_figures(results: Results) -> dict:
-    """Round trip vs MNN's in-process time, for run cells that produced outputs."""
-    ran = [c for c in results.cells if c.load_s is not None]
+@contextlib.contextmanager
+def _new_identity(toolchain_id: str) -> Iterator[None]:
+    """Within, `toolchain_id` has another identity, as a new SHA of it would: every key that names it changes."""
+    ready = matrix_module.ready_toolchains
+
+    def altered(*args, **kwargs):
+        toolchains, records = ready(*args, **kwargs)
+        return toolchains, [r.model_copy(update={"provenance": {**r.provenance, "bench": "simulated new SHA"}})
+                            if r.id == toolchain_id else r for r in records]
+
+    matrix_module.ready_toolchains = altered
+    try:
+        yield
+    finally:
+        matrix_module.ready_toolchains = ready
+
+
+def _per_cell_figures(runs: list[Results]) -> dict:
+    """Round trip vs MNN's in-process time, for run cells this run made that produced outputs."""
+    ran = [c for results in runs for c in results.cells if c.load_s is not None and not c.reused_from]
     mnn = [c.load_s + sum(c.run_s) for c in ran]
-    trip = [c.wall_s for c in ran]
-    overhead = [t - m for t, m in zip(trip, mnn, strict=False)]
-    wall_per_cell = results.run.phases["run"] * results.run.jobs / len(results.cells)
-    conv = [c for c in results.conversions if c.convert_s is not None]
+    overhead = sorted(c.wall_s - m for c, m in zip(ran, mnn, strict=True))
+    conv = [c for results in runs for c in results.conversions if c.convert_s is not None]
     return {
+        "run_cells_measured": len(ran),
         "run_cell_mnn_ms_mean": _ms(statistics.mean(mnn)),
-        "run_cell_round_trip_ms_mean": _ms(statistics.mean(trip)),
+        "run_cell_round_trip_ms_mean": _ms(statistics.mean(c.wall_s for c in ran)),
         "run_cell_overhead_ms_mean": _ms(statistics.mean(overhead)),
-        "run_cell_overhead_ms_p95": _ms(sorted(overhead)[int(0.95 * (len(overhead) - 1))]),
-        "run_cell_wall_ms_per_job": _ms(wall_per_cell),
-        "run_cell_total_overhead_ms": _ms(wall_per_cell - statistics.mean(mnn)),
+        "run_cell_overhead_ms_p95": _ms(overhead[int(0.95 * (len(overhead) - 1))]),
         "convert_mnn_ms_mean": _ms(statistics.mean(c.convert_s for c in conv)),
         "convert_overhead_ms_mean": _ms(statistics.mean(c.wall_s - c.convert_s for c in conv)),
     }
@@ -147,11 +198,6 @@ def _print(figures: dict, console: Console) -> None:
     for key, value in figures.items():
         table.add_row(key, str(value))
     console.print(table)
-
-
-def _cpu_seconds() -> float:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _ms(seconds: float) -> float:

@@ -11,7 +11,6 @@ from pathlib import Path
 import click
 
 from harness.config import ConfigError
-from harness.history import keep as keep_history
 from harness.modelstore import ModelError
 from harness.progress import Progress
 from harness.records import Results
@@ -19,6 +18,7 @@ from harness.report import read_results, write_results
 from harness.report.markdown import render_diff
 from harness.selection import Selection
 from harness.suites import SUITES
+from harness.supervisor import default_jobs
 from harness.workspace import Workspace
 
 DEFAULT_OUT = Path("results")
@@ -64,11 +64,11 @@ def main() -> None:
                    "no --model is given]")
 @click.option("--inputs", type=click.Path(path_type=Path, dir_okay=False), help="inputs (.npz) for your model")
 @click.option("--dim", "dims", multiple=True, callback=_dims, help="a symbolic input dimension: NAME=N")
-@click.option("--jobs", "-j", type=click.IntRange(1), default=os.cpu_count() or 1, show_default="all cores",
+@click.option("--jobs", "-j", type=click.IntRange(1), default=default_jobs(), show_default="4 per core",
               help="cells run at once")
 @click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False),
               help="where results go [default: results/, or .mnn-matrix/results/ for a narrowed run]")
-@click.option("--fresh", is_flag=True, help="start over instead of resuming an interrupted run")
+@click.option("--fresh", is_flag=True, help="ignore what earlier runs stored: convert and run every cell again")
 @click.option("--reproducers/--no-reproducers", default=None,
               help="write a reproducer bundle for every failing cell to .mnn-matrix/reproducers/<suite>/ "
                    "[default: on for the zoo, off for onnx-node]")
@@ -78,7 +78,7 @@ def main() -> None:
 def matrix(config: Path, toolchains, converters, runtimes, models, variants, apis, suites, inputs, dims, jobs, out,
            fresh: bool, reproducers: bool | None, shard: tuple[int, ...], quiet: bool) -> None:
     """Convert every model with every converter and run it under every runtime."""
-    from harness.matrix import load, run_matrix
+    from harness.matrix import load, run_suite
 
     selection = Selection(tuple(toolchains), tuple(converters), tuple(runtimes), tuple(models), tuple(variants),
                           tuple(apis), inputs, dims, shard)
@@ -92,16 +92,19 @@ def matrix(config: Path, toolchains, converters, runtimes, models, variants, api
             target = out / suite.results_dir
             bundles = workspace.root / "reproducers" / suite.name if (
                 reproducers if reproducers is not None else suite.reproducers) else None
-            with Progress(quiet=quiet) as progress:
-                results = run_matrix(config, selection, workspace, jobs, fresh, progress, suite, reproducers=bundles)
             started = time.monotonic()
-            written = write_results(results, target) + ([bundles] if bundles else [])
-            if not (selection.narrowed or shard):
-                written.append(keep_history(results, out))
+            with Progress(quiet=quiet) as progress:
+                results, written = run_suite(config, selection, workspace, jobs, fresh, progress, suite, target,
+                                             bundles, history=out if not (selection.narrowed or shard) else None)
+            if results is None:
+                click.echo(f"{suite.name}: nothing changed since the run that wrote {target}: its results stand "
+                           f"({time.monotonic() - started:.1f}s)")
+                continue
             passed = sum(c.outcome.verdict == "pass" for c in results.cells)
             phases = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in results.run.phases.items())
-            click.echo(f"{suite.name}: {passed} of {len(results.cells)} cells pass ({phases}, report "
-                       f"{time.monotonic() - started:.1f}s); wrote " + ", ".join(str(path) for path in written))
+            click.echo(f"{suite.name}: {passed} of {len(results.cells)} cells pass, {results.run.resumed_cells} "
+                       f"reused ({phases}, report {progress.durations.get('report', 0):.1f}s); wrote "
+                       + ", ".join(str(path) for path in written))
 
 
 @main.command("merge")
@@ -248,15 +251,19 @@ def _step_outputs(**outputs: str) -> None:
 @click.option("--config", "-c", type=click.Path(path_type=Path), default=Path("matrix.yaml"), show_default=True)
 @click.option("--model", "-m", "models", multiple=True, default=("micro",), show_default=True,
               help="zoo models or tags to measure with")
-@click.option("--jobs", "-j", type=click.IntRange(1), default=os.cpu_count() or 1, show_default="all cores")
-def bench(config: Path, models: tuple[str, ...], jobs: int) -> None:
-    """Measure cells per second, harness overhead per cell, and the persistent worker's speed-up."""
+@click.option("--jobs", "-j", type=click.IntRange(1), default=default_jobs(), show_default="4 per core")
+@click.option("--scale/--no-scale", default=True, show_default=True,
+              help="time the full default matrix cold, rerun with nothing changed, and with only the newest "
+                   "toolchain changed (about half an hour)")
+def bench(config: Path, models: tuple[str, ...], jobs: int, scale: bool) -> None:
+    """Measure the full matrix (cold, rerun, one toolchain changed), harness overhead per cell, restarts, and the
+    persistent worker's speed-up; figures go to .mnn-matrix/bench.json."""
     from rich.console import Console
 
     from harness.bench import run_bench
 
     with _user_errors():
-        run_bench(config, Selection(models=models), Workspace.default(), jobs, Console(stderr=True))
+        run_bench(config, Selection(models=models), Workspace.default(), jobs, Console(stderr=True), scale)
 
 
 @main.command()

@@ -114,7 +114,7 @@ class RunSettings(Strict):
     repeat: int = Field(ge=2, le=100, description="runs per cell; disagreeing runs make it nondeterministic")
     timeouts: Timeouts = Timeouts()
     memory_limit_mb: int = Field(default_factory=default_memory_limit_mb, ge=64, description=(
-        "memory cap of every worker, in MiB (default: 4096, or the machine's memory / (cores + 1) if smaller)"))
+        "memory cap of every worker, in MiB (default: 4096, or the machine's memory / (4 x cores + 1) if smaller)"))
 
 
 class NodeSuite(Strict):

@@ -8,6 +8,7 @@ in its records (harness.compare, harness.verdicts).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ TAIL_LINES = 30
 STAGE_VERDICTS = {"convert": "convert-error", "quantize": "quantize-error"}  # whatever the pattern says
 LOST_VERDICTS = {"crash": "crash", "timeout": "timeout", "out-of-memory": "out-of-memory"}
 UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+VERSION_STAMP = re.compile(rb"[\x05-\x08]\x00\x00\x00\d{1,2}\.\d{1,2}\.\d{1,2}\x00")  # a flatbuffer string "3.6.1"
 
 
 # ---------------------------------------------------------------- outputs
@@ -121,6 +123,13 @@ def disagreement(repeats: list[dict[str, np.ndarray]]) -> str | None:
                     f"{int(differ.sum())} of {a.size} elements{biggest}; NaN {int(np.isnan(fb).sum())} "
                     f"vs {int(np.isnan(fa).sum())} in run 1")
     return None
+
+
+def content_digest(model: bytes) -> str:
+    """The hash of a converted model's bytes, ignoring the random uuid and the converter's version string MNN stamps
+    on each: runtimes only report them (Interpreter::getModelVersion, Module::getInfo), so two converters that write
+    the same graph and weights make models that run the same."""
+    return hashlib.sha256(VERSION_STAMP.sub(b"-", UUID.sub(b"-" * 36, model))).hexdigest()
 
 
 def model_difference(first: bytes, second: bytes) -> str:

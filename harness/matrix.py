@@ -15,31 +15,37 @@ import onnxruntime
 import models as zoo
 from harness import __version__
 from harness.config import Matrix, load_matrix
-from harness.journal import Journal
+from harness.history import keep as keep_history
 from harness.merge import in_order
 from harness.opsupport import coverage, op_support
-from harness.plan import digest, harness_digest, make_plan
+from harness.plan import Cell, Plan, digest, harness_digest, make_plan
 from harness.pool import WorkerPool
 from harness.progress import Progress
 from harness.provisioning import ready_toolchains
-from harness.records import ExcludedCase, ModelRecord, Results, RunInfo, VariantRecord
+from harness.records import CellRecord, ConversionRecord, ExcludedCase, ModelRecord, Results, RunInfo, VariantRecord
+from harness.report import write_results
 from harness.reproducer import failing_groups, write_bundles
 from harness.runner import Runner
 from harness.selection import Selection, narrow
+from harness.store import Store
 from harness.suites import SUITES, ZOO, Suite
 from harness.tasks import Tasks
 from harness.workspace import Workspace
+from models import real
 
 
 def load(config: Path, selection: Selection, suite: Suite = ZOO) -> Matrix:
     """The matrix file, validated, then narrowed by the selection."""
-    return narrow(load_matrix(config, set(zoo.ZOO), set(zoo.TAGS)), selection, suite.selection_problems(selection))
+    names, tags = set(zoo.ZOO) | set(real.REAL), set(zoo.TAGS) | real.TAGS  # the real family is listed apart
+    return narrow(load_matrix(config, names, tags), selection, suite.selection_problems(selection))
 
 
 def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: int, fresh: bool,
                progress: Progress, suite: Suite | str = ZOO, worker_requests: int = 2000,
-               reproducers: Path | None = None) -> Results:
-    """Run one suite of the matrix (resuming an interrupted run of the same plan) and return its results.
+               reproducers: Path | None = None, target: Path | None = None) -> Results | None:
+    """Run one suite of the matrix and return its results, or None if the documents a run of the same plan wrote
+    to `target` are all still there (nothing to do). Conversions and runs already in the store are reused unless
+    `fresh`: an interrupted run resumes, and identical converted models run once per runtime.
 
     `worker_requests` is how many requests a worker serves before it is replaced (1: a process per cell).
     With `reproducers`, a reproducer bundle for every failing cell is written there.
@@ -53,21 +59,19 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
     plan = make_plan(matrix, identities, chosen.models, chosen.variants)
     if selection.shard:
         plan = plan.shard(*selection.shard)
-    journal = Journal(workspace.run / suite.name, plan.id, fresh=fresh)
+    store = Store(workspace.store, started.isoformat(timespec="seconds"), fresh)
+    if target is not None and store.current(target, plan_id(plan, reproducers)):
+        store.close()
+        return None
     pool = WorkerPool(toolchains, matrix.run.memory_limit_mb, worker_requests)
-    tasks = Tasks(pool, chosen.models, matrix, journal, {r.id: r.converter_flags for r in toolchain_records})
-    runner = Runner(journal, jobs, on_interrupt=pool.close)
+    tasks = Tasks(pool, chosen.models, matrix, store, {r.id: r.converter_flags for r in toolchain_records})
+    runner = Runner(jobs, on_interrupt=pool.close)
     try:
-        todo = [c for c in plan.conversions if c.key not in journal.conversions]
-        with progress.task("convert", total=len(plan.conversions), done=len(plan.conversions) - len(todo)) as advance:
-            runner.execute(todo, tasks.convert, lambda record: advance(record.outcome.verdict))
-        todo_cells = [c for c in plan.cells if c.key not in journal.cells]
-        with progress.task("run", total=len(plan.cells), done=len(plan.cells) - len(todo_cells)) as advance:
-            runner.execute(todo_cells, tasks.run, lambda record: advance(record.outcome.verdict))
+        conversions = convert(plan, tasks, store, runner, progress)
+        cells, reused = run_cells(plan, tasks, store, runner, progress)
     finally:
         pool.close()
-    journal.complete()
-    cells = [journal.cells[c.key] for c in plan.cells]
+        store.close()
     excluded = [ExcludedCase(name=c.name, op=c.op, rule=c.rule, reason=c.reason) for c in chosen.excluded]
     ops = op_support(cells, chosen.models, toolchain_records, excluded) if suite.op_support else []
     used_variants = {v for names in chosen.variants.values() for v in names}
@@ -76,7 +80,7 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
         run=RunInfo(started=started.isoformat(timespec="seconds"),
                     finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     duration_s=round(time.monotonic() - clock, 3), phases=dict(progress.durations), jobs=jobs,
-                    resumed_cells=journal.resumed, selection=selection.summary(config),
+                    resumed_cells=reused, plan=plan_id(plan, reproducers), selection=selection.summary(config),
                     harness={"version": __version__, "digest": harness_digest()}),
         host=host_info(), settings=matrix.run.model_dump(), toolchains=toolchain_records,
         models=[ModelRecord(name=m.name, sha256=m.sha256, source=m.source, tags=list(m.tags), guards=m.guards,
@@ -85,15 +89,97 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
                 for m in chosen.models.values()],
         variants=[VariantRecord(id=v.id, flags=v.flags, tolerance=v.tolerance.model_dump(exclude_defaults=True),
                                 description=v.description) for v in matrix.variants if v.id in used_variants],
-        excluded=excluded, conversions=[journal.conversions[c.key] for c in plan.conversions], cells=cells,
+        excluded=excluded, conversions=[conversions[c.key] for c in plan.conversions], cells=cells,
         op_support=ops, coverage=coverage(ops, toolchain_records))
     results = in_order(results)  # the order `harness merge` gives the shards of this run too
     if reproducers is not None:
-        with progress.task("reproducers", total=len(failing_groups(results))) as advance:
-            write_bundles(results, chosen.models, journal.run_dir, reproducers, advance)
+        bundled = {name: model for name, model in chosen.models.items() if "real" not in model.tags}  # (megabytes)
+        with progress.task("reproducers", total=len(failing_groups(results, bundled))) as advance:
+            write_bundles(results, bundled, workspace.store, reproducers, advance)
         results = results.model_copy(update={"run": results.run.model_copy(update={
             "phases": dict(progress.durations), "duration_s": round(time.monotonic() - clock, 3)})})
     return results
+
+
+def convert(plan: Plan, tasks: Tasks, store: Store, runner: Runner, progress: Progress) -> dict[str, ConversionRecord]:
+    """Every conversion of the plan, by key: from the store, or made now and stored."""
+    conversions = store.conversions(c.key for c in plan.conversions)
+    todo = [c for c in plan.conversions if c.key not in conversions]
+
+    def finished(record: ConversionRecord) -> None:
+        store.add_conversion(record)
+        conversions[record.key] = record
+        advance(record.outcome.verdict)
+
+    with progress.task("convert", total=len(plan.conversions), done=len(plan.conversions) - len(todo)) as advance:
+        runner.execute(todo, tasks.convert, finished)
+    tasks.conversions = conversions
+    return conversions
+
+
+def run_cells(plan: Plan, tasks: Tasks, store: Store, runner: Runner,
+              progress: Progress) -> tuple[list[CellRecord], int]:
+    """Every cell's record, and how many came from a run not made for it in this run. Cells whose converted models
+    are identical (uuid aside) share one run, made for the first of them in plan order (the oldest converter), or
+    found in the store."""
+    groups: dict[str, list[Cell]] = {}
+    for cell in plan.cells:
+        if tasks.needs_run(cell):
+            groups.setdefault(cell.run_key(tasks.conversions[cell.conversion.key]), []).append(cell)
+    runs = {key: (record, f"{record.converter}, {run}") for key, (record, run) in store.runs(groups).items()}
+    todo = [group[0] for key, group in groups.items() if key not in runs]
+    run_of = {group[0].key: key for key, group in groups.items()}
+
+    def finished(record: CellRecord) -> None:
+        key = run_of[record.key]
+        store.add_run(key, record)
+        runs[key] = (record, record.converter)
+        advance(record.outcome.verdict, len(groups[key]))
+
+    waiting = sum(len(groups[run_of[cell.key]]) for cell in todo)
+    with progress.task("run", total=len(plan.cells), done=len(plan.cells) - waiting) as advance:
+        runner.execute(todo, tasks.run, finished)
+    cells, reused = [], 0
+    for cell in plan.cells:
+        if not tasks.needs_run(cell):
+            cells.append(tasks.resolve(cell, None))
+            continue
+        record, origin = runs[cell.run_key(tasks.conversions[cell.conversion.key])]
+        own = record.key == cell.key and origin == cell.converter
+        cells.append(tasks.resolve(cell, record, "" if own else origin))
+        reused += not own
+    return cells, reused
+
+
+def plan_id(plan: Plan, reproducers: Path | None) -> str:
+    """What a run's documents are made from: its plan, and whether and where it writes reproducer bundles."""
+    return digest(plan.id, str(reproducers.resolve()) if reproducers else None)
+
+
+def run_suite(config: Path, selection: Selection, workspace: Workspace, jobs: int, fresh: bool, progress: Progress,
+              suite: Suite, target: Path, reproducers: Path | None = None,
+              history: Path | None = None) -> tuple[Results | None, list[Path]]:
+    """`nox -s matrix` for one suite: run it and write its documents to `target` (and the run to `history`, if
+    given); (None, []) if nothing changed since the run that wrote them."""
+    results = run_matrix(config, selection, workspace, jobs, fresh, progress, suite, reproducers=reproducers,
+                         target=target)
+    if results is None:
+        return None, []
+    with progress.task("report", total=None):
+        written = write_results(results, target) + ([reproducers] if reproducers else [])
+        remember_documents(workspace, target, results.run.plan, written)
+        if history is not None:
+            written.append(keep_history(results, history))
+    return results, written
+
+
+def remember_documents(workspace: Workspace, target: Path, plan: str, files: list[Path]) -> None:
+    """Note in the store that a run of `plan` wrote `files` for `target`: the next run of that plan writes nothing."""
+    store = Store(workspace.store)
+    try:
+        store.remember(target, plan, files)
+    finally:
+        store.close()
 
 
 def host_info() -> dict:

@@ -19,17 +19,19 @@ class MergeError(Exception):
 
 def in_order(results: Results) -> Results:
     """The document with its conversions and cells in canonical order: converter, model, variant (then runtime,
-    API and memory mode for cells), each in the order the document lists them."""
+    API and memory mode for cells), each in the order the document lists them, then by name: a total order, so
+    any arrangement of the same records gives the same list (a compact document reads back in it)."""
     toolchains = {t.id: i for i, t in enumerate(results.toolchains)}
     models = {m.name: i for i, m in enumerate(results.models)}
     variants = {v.id: i for i, v in enumerate(results.variants)}
     apis = {api: i for i, api in enumerate(results.settings.get("apis", []))}
 
     def conversion(c: ConversionRecord | CellRecord) -> tuple:
-        return toolchains[c.converter], models.get(c.model, len(models)), c.model, variants.get(c.variant, 0)
+        return (toolchains[c.converter], models.get(c.model, len(models)), c.model, variants.get(c.variant, 0),
+                c.variant)
 
     def cell(c: CellRecord) -> tuple:
-        return (*conversion(c), toolchains[c.runtime], apis.get(c.api, len(apis)), MEMORY_ORDER.index(c.memory))
+        return (*conversion(c), toolchains[c.runtime], apis.get(c.api, len(apis)), c.api, MEMORY_ORDER.index(c.memory))
 
     return results.model_copy(update={"conversions": sorted(results.conversions, key=conversion),
                                       "cells": sorted(results.cells, key=cell)})

@@ -50,3 +50,8 @@ def _file_name(tensor: str) -> str:
 def model_difference(first: Path, second: Path) -> str:
     """How two conversions of one model differ, ignoring the random uuid MNN stamps on each ('' if not)."""
     return judge.model_difference(first.read_bytes(), second.read_bytes())
+
+
+def model_digest(path: Path) -> str:
+    """A converted model's hash, without the random uuid MNN stamps on each file: equal for identical conversions."""
+    return judge.content_digest(path.read_bytes())

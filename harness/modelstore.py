@@ -6,6 +6,7 @@ builder's source, library versions) changes. A user's own model goes through the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -49,8 +50,7 @@ class PreparedModel:
         return Path(self.directory) / "model.onnx"
 
     def load_inputs(self) -> dict[str, np.ndarray]:
-        with np.load(Path(self.directory) / "inputs.npz") as data:
-            return {name: data[name] for name in self.inputs}
+        return dict(_arrays(str(Path(self.directory) / "inputs.npz"), tuple(self.inputs)))
 
     def inputs_digest(self) -> str:
         """A hash of the inputs' values, dtypes and shapes: what a run is fed is part of its cells' keys."""
@@ -61,8 +61,7 @@ class PreparedModel:
         return content.hexdigest()
 
     def load_reference(self) -> dict[str, np.ndarray]:
-        with np.load(Path(self.directory) / "reference.npz") as data:
-            return {name: data[name] for name in self.outputs}
+        return dict(_arrays(str(Path(self.directory) / "reference.npz"), self.outputs))
 
     @classmethod
     def read(cls, directory: Path) -> PreparedModel:
@@ -189,6 +188,17 @@ def _read_user_inputs(path: Path, model: onnx.ModelProto) -> dict[str, np.ndarra
     if sorted(inputs) != sorted(wanted):
         raise ModelError(f"{path}: holds arrays {sorted(inputs)}, but the model's inputs are {sorted(wanted)}")
     return {name: inputs[name] for name in wanted}
+
+
+@functools.lru_cache(maxsize=8192)
+def _arrays(path: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Arrays of an .npz file, read once per process (a run's plan and its cells read each model's several times);
+    read-only, since they are shared."""
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in names}
+    for array in arrays.values():
+        array.flags.writeable = False
+    return arrays
 
 
 def _recipe(spec: ModelSpec) -> str:

@@ -24,11 +24,11 @@ import numpy as np
 import onnx
 from onnx.backend.base import Backend, BackendRep
 
-from harness import protocol, verdicts
+from harness.client import Client
 from harness.config import Matrix
 from harness.records import Outcome
 from harness.selection import Selection
-from harness.supervisor import Worker, WorkerLost
+from harness.supervisor import Worker
 from harness.toolchains import Toolchain, make_toolchain
 from harness.workspace import Workspace, scratch_dir
 
@@ -47,8 +47,10 @@ class Pairing:
     def __init__(self, converter: Toolchain, runtime: Toolchain, api: str, matrix: Matrix) -> None:
         self.api, self.settings = api, matrix.run
         self.scratch = scratch_dir("b")
-        self.converter = Worker(converter, self.scratch, "convert", memory_limit_mb=matrix.run.memory_limit_mb)
-        self.runtime = Worker(runtime, self.scratch, "run", memory_limit_mb=matrix.run.memory_limit_mb)
+        limit = matrix.run.memory_limit_mb
+        self.workers = [Worker(toolchain, self.scratch, role, memory_limit_mb=limit)
+                        for toolchain, role in ((converter, "convert"), (runtime, "run"))]
+        self.converter, self.runtime = (Client.single(worker, matrix.run.timeouts) for worker in self.workers)
         self._lock = threading.Lock()
         self._count = 0
 
@@ -57,29 +59,20 @@ class Pairing:
             self._count += 1
             stem = self.scratch / f"model{self._count}"
         onnx.save(model, str(stem.with_suffix(".onnx")))
-        request = protocol.convert_request(stem.with_suffix(".onnx"), stem.with_suffix(".mnn"))
-        try:
-            reply = protocol.ToolReply.read(self.converter.request(request, timeout=self.settings.timeouts.convert_s))
-        except WorkerLost as lost:
-            raise MNNBackendError(verdicts.lost(lost.kind, "convert", lost.detail, lost.log_tail)) from None
-        if not reply.produced:
-            raise MNNBackendError(verdicts.classify("convert", reply.log, reply.error))
+        result = self.converter.convert(stem.with_suffix(".onnx"), stem.with_suffix(".mnn"))
+        if not result.passed:
+            raise MNNBackendError(result.outcome)
         return stem.with_suffix(".mnn")
 
     def run(self, path: Path, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-        request = protocol.run_request(path, self.api, inputs, outputs, self.settings.threads, self.settings.precision)
-        try:
-            reply = protocol.RunReply.read(self.runtime.request(request, inputs, timeout=self.settings.timeouts.run_s),
-                                           outputs, 1)
-        except WorkerLost as lost:
-            raise MNNBackendError(verdicts.lost(lost.kind, "run", lost.detail, lost.log_tail)) from None
-        if not reply.ok:
-            raise MNNBackendError(verdicts.classify(reply.stage, reply.log, reply.error))
-        return reply.repeats[0]
+        result = self.runtime.run(path, self.api, inputs, outputs, self.settings.threads, self.settings.precision)
+        if result.failure is not None:
+            raise MNNBackendError(result.failure)
+        return result.repeats[0]
 
     def close(self) -> None:
-        self.converter.close()
-        self.runtime.close()
+        for worker in self.workers:
+            worker.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 

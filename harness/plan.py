@@ -13,6 +13,7 @@ from pathlib import Path
 
 from harness.config import Matrix
 from harness.modelstore import PreparedModel
+from harness.records import ConversionRecord
 
 
 def digest(*parts: object) -> str:
@@ -21,8 +22,8 @@ def digest(*parts: object) -> str:
 
 # The code that decides what a cell comes to: how a toolchain is driven and how its outputs are judged. Editing
 # anything else (the command line, the report, its templates) leaves every key, so an interrupted run resumes.
-CELL_CODE = ("worker.py", "supervisor.py", "forkserver.py", "pool.py", "protocol.py", "tasks.py", "judge.py",
-             "patterns.yaml", "compare.py", "verdicts.py", "calibration.py", "mnnfiles.py")
+CELL_CODE = ("worker.py", "supervisor.py", "forkserver.py", "pool.py", "protocol.py", "client.py", "tasks.py",
+             "judge.py", "patterns.yaml", "compare.py", "verdicts.py", "calibration.py", "mnnfiles.py")
 
 
 def harness_digest() -> str:
@@ -55,6 +56,12 @@ class Cell:
     api: str
     memory: str  # the runtime's memory mode ("low" turns on dynamic quantization of quantized weights)
     key: str
+    setting: str  # what decides a run besides the converted model: runtime, API, memory, settings, inputs, code
+
+    def run_key(self, conversion: ConversionRecord) -> str:
+        """The key of this cell's run once its model is converted: its setting and the converted model's content,
+        so that byte-identical models from different converters (uuid aside) share one run."""
+        return _hash(self.setting, conversion.model_digest, conversion.float_digest)
 
     @property
     def model(self) -> str:
@@ -76,7 +83,7 @@ class Plan:
 
     @cached_property
     def id(self) -> str:
-        return digest([c.key for c in self.conversions], [c.key for c in self.cells])
+        return _hash(*(c.key for c in self.conversions), *(c.key for c in self.cells))
 
     def shard(self, index: int, count: int) -> Plan:
         """Shard `index` of `count` (1-based): a stable subset of the cells, chosen by key, and the conversions they
@@ -94,23 +101,29 @@ def make_plan(matrix: Matrix, identities: Mapping[str, str], models: Mapping[str
     (unavailable ones) get no cells. `variants` maps each model to the variants it is converted with.
     """
     code = cell_code_digest()
-    inputs = {name: model.inputs_digest() for name, model in models.items()}
     settings = matrix.run.model_dump(exclude={"timeouts", "memory_limit_mb"})  # limits, not what a cell computes
     converters = [t for t in matrix.converter_ids if t in identities]
     runtimes = [t for t in matrix.runtime_ids if t in identities]
     conversions, cells = [], []
-    for converter in converters:
-        for name, model in models.items():
-            for variant_id in variants[name]:
-                variant = matrix.variant(variant_id)
-                quantize = variant.quantize.model_dump() if variant.quantize else None
+    for name, model in models.items():
+        inputs = model.inputs_digest()
+        for variant_id in variants[name]:
+            variant = matrix.variant(variant_id)
+            quantize = variant.quantize.model_dump() if variant.quantize else None
+            tolerance = model.tolerance or variant.tolerance.model_dump()
+            setting = {(runtime, api, memory): digest("run", name, identities[runtime], api, memory, settings,
+                                                      tolerance, inputs, code)
+                       for runtime in runtimes for api in matrix.run.apis for memory in variant.memory}
+            for converter in converters:
                 key = digest("convert", name, variant_id, identities[converter], model.sha256, variant.flags, quantize,
                              code)  # two models may share one ONNX file (a prefill and a decode step)
                 conversion = Conversion(converter, name, variant_id, tuple(variant.flags), quantize, key)
                 conversions.append(conversion)
-                tolerance = model.tolerance or variant.tolerance.model_dump()
-                cells += [Cell(conversion, runtime, api, memory, digest(
-                    "run", key, identities[runtime], api, memory, settings, tolerance, model.sha256, inputs[name],
-                    code))
-                    for runtime in runtimes for api in matrix.run.apis for memory in variant.memory]
+                cells += [Cell(conversion, runtime, api, memory, _hash(key, value), value)
+                          for (runtime, api, memory), value in setting.items()]
     return Plan(conversions, cells)
+
+
+def _hash(*parts: str) -> str:
+    """A key made of keys (cheap: a run plans hundreds of thousands of cells)."""
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from concurrent.futures import ThreadPoolExecutor
 
-from harness import protocol
+from harness.client import Client
 from harness.config import Matrix
 from harness.progress import Progress
 from harness.records import ToolchainRecord
@@ -41,7 +41,7 @@ def _ready(toolchain: Toolchain, roles: list[str]) -> ToolchainRecord:
         with scratch() as directory:
             worker = Worker(toolchain, directory, "describe")
             try:
-                described = protocol.Description.read(worker.request(protocol.describe_request(), timeout=120))
+                described = Client.single(worker).describe()
             finally:
                 worker.close()
     except ProvisionError as error:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 
@@ -48,7 +48,7 @@ class Outcome(Record):
     verdict: Verdict
     stage: str  # convert, load, run, compare
     reason: str = ""
-    ops: list[str] = []  # operator types the log blames, if it names any
+    ops: list[str] = Field(default_factory=list)  # operator types the log blames, if it names any
     pattern: str | None = None  # id of the log pattern that classified a failure
     log_excerpt: str = ""
     note: str = ""  # e.g. a crash that a fresh worker did not reproduce
@@ -75,7 +75,7 @@ class OutputDelta(Record):
     inf: int = 0
     reference_nan: int = 0
     reference_inf: int = 0
-    failed_checks: list[str] = []
+    failed_checks: list[str] = Field(default_factory=list)
 
 
 class ToolchainRecord(Record):
@@ -86,9 +86,10 @@ class ToolchainRecord(Record):
     status: str  # "ok" or "unavailable"
     reason: str = ""
     log_tail: str = ""
-    provenance: dict = {}
-    converter_flags: list[str] = []  # flags this converter's --help lists
-    capabilities: list[str] = []  # what its worker can do: convert, quantize, run, llm (PyMNN's LLM runtime)
+    provenance: dict = Field(default_factory=dict)
+    converter_flags: list[str] = Field(default_factory=list)  # flags this converter's --help lists
+    # what its worker can do: convert, quantize, run, llm (PyMNN's LLM runtime)
+    capabilities: list[str] = Field(default_factory=list)
 
 
 class ModelRecord(Record):
@@ -131,8 +132,10 @@ class OpSupport(Record):
     converter_gaps: list[str]  # converters that fail to convert some case (convert-error, crash, timeout)
     runtime_gaps: list[str]  # pairs where a case converted fine but the runtime could not execute it
     form: str = "as-is"  # "as-is" (ONNX's graphs) or "const" (non-data inputs folded into initializers)
-    apis: dict[str, dict[str, PairSupport]] = {}  # api -> "converter -> runtime" -> that API's cells alone
-    onnxruntime_flags: dict[str, str] = {}  # case -> onnxruntime's opinion, where it does not reproduce the case
+    # api -> "converter -> runtime" -> that API's cells alone
+    apis: dict[str, dict[str, PairSupport]] = Field(default_factory=dict)
+    # case -> onnxruntime's opinion, where it does not reproduce the case
+    onnxruntime_flags: dict[str, str] = Field(default_factory=dict)
 
 
 class Coverage(Record):
@@ -163,9 +166,10 @@ class ConversionRecord(Record):
     model: str
     variant: str
     flags: list[str]
-    ignored_flags: list[str] = []  # flags the converter's --help does not list
+    ignored_flags: list[str] = Field(default_factory=list)  # flags the converter's --help does not list
     quantize: dict | None = None  # post-training quantization settings, for quantized variants
-    quantized_with: dict = {}  # the methods the quantization tool says it used (it may switch, e.g. to EMA)
+    # the methods the quantization tool says it used (it may switch, e.g. to EMA)
+    quantized_with: dict = Field(default_factory=dict)
     outcome: Outcome
     reconversion_differs: str = ""  # how a second conversion (or quantization) differed from the first ('' if not)
     size_bytes: int = 0  # the final model (quantized, for quantized variants)
@@ -173,6 +177,8 @@ class ConversionRecord(Record):
     convert_s: float | None = None
     quantize_s: float | None = None
     wall_s: float = 0.0
+    model_digest: str = ""  # the converted model's hash without MNN's uuid: identical models share their runs
+    float_digest: str = ""  # the same of a quantized variant's float model
 
 
 class CellRecord(Record):
@@ -187,12 +193,17 @@ class CellRecord(Record):
     api: str
     memory: str = "normal"
     outcome: Outcome
-    outputs: list[OutputDelta] = []  # against the reference (onnxruntime, or a node case's expected outputs)
-    outputs_vs_float: list[OutputDelta] = []  # quantized variants: against the same runtime's float model
-    fed: dict[str, str] = {}  # inputs fed in another dtype than ONNX's ('int64->int32': the converted model's), or not
+    # against the reference (onnxruntime, or a node case's expected outputs)
+    outputs: list[OutputDelta] = Field(default_factory=list)
+    # quantized variants: against the same runtime's float model
+    outputs_vs_float: list[OutputDelta] = Field(default_factory=list)
+    # inputs fed in another dtype than ONNX's ('int64->int32': the converted model's), or not
+    fed: dict[str, str] = Field(default_factory=dict)
     repeats_agree: bool | None = None
+    reused_from: str = ""  # whose run of the same model bytes this is ('' if its own, made in this run): a converter,
+    # for an identical model converted by another converter, and the start of the earlier run that made it, if any
     load_s: float | None = None
-    run_s: list[float] = []
+    run_s: list[float] = Field(default_factory=list)
     wall_s: float = 0.0
 
 
@@ -202,7 +213,8 @@ class RunInfo(Record):
     duration_s: float
     phases: dict[str, float]  # seconds per phase: models, toolchains, convert, run
     jobs: int
-    resumed_cells: int
+    resumed_cells: int  # cells whose runs came from the store (an earlier or interrupted run) or another converter's
+    plan: str = ""  # the hash of every conversion and cell key: a run of the same plan writes the same document
     selection: dict
     harness: dict
 
@@ -218,8 +230,8 @@ class Results(Record):
     toolchains: list[ToolchainRecord]
     models: list[ModelRecord]
     variants: list[VariantRecord]
-    excluded: list[ExcludedCase] = []
+    excluded: list[ExcludedCase] = Field(default_factory=list)
     conversions: list[ConversionRecord]
     cells: list[CellRecord]
-    op_support: list[OpSupport] = []
-    coverage: list[Coverage] = []
+    op_support: list[OpSupport] = Field(default_factory=list)
+    coverage: list[Coverage] = Field(default_factory=list)

@@ -10,7 +10,7 @@ import re
 import shutil
 import tarfile
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from pathlib import Path
 
 import yaml
@@ -21,6 +21,7 @@ from harness.mnnfiles import write_test_dir
 from harness.modelstore import PreparedModel
 from harness.records import CellRecord, Results, ToolchainRecord, Verdict
 from harness.report.markdown import environment
+from harness.store import converted_path
 from harness.supervisor import WORKER_ENVIRONMENT, WORKER_SCRIPT
 from harness.tasks import QUANTIZE_ATTEMPTS
 from harness.verdicts import PATTERNS_FILE
@@ -33,27 +34,30 @@ def bundle_id(cell: CellRecord) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{cell.model}--{cell.variant}--{cell.converter}--to--{cell.runtime}")
 
 
-def failing_groups(results: Results) -> dict[str, list[CellRecord]]:
-    """The cells of each (converter, runtime, model, variant) with a failure, by bundle id."""
+def failing_groups(results: Results, models: Container[str] | None = None) -> dict[str, list[CellRecord]]:
+    """The cells of each (converter, runtime, model, variant) with a failure, by bundle id (of `models` only, if
+    given)."""
     groups: dict[str, list[CellRecord]] = defaultdict(list)
     for cell in results.cells:
-        groups[bundle_id(cell)].append(cell)
+        if models is None or cell.model in models:
+            groups[bundle_id(cell)].append(cell)
     return {key: cells for key, cells in groups.items()
             if any(c.outcome.verdict not in (Verdict.PASS, Verdict.NOT_RUN) for c in cells)}
 
 
-def write_bundles(results: Results, models: dict[str, PreparedModel], run_dir: Path, out: Path,
+def write_bundles(results: Results, models: dict[str, PreparedModel], store: Path, out: Path,
                   advance: Callable[[], None] = lambda: None) -> list[Path]:
-    """A bundle (directory and .tar.gz) for every failing cell, one per converter, runtime, model and variant."""
+    """A bundle (directory and .tar.gz) for every failing cell of `models`, one per converter, runtime, model and
+    variant."""
     archives: list[Path] = []
     test_dirs: dict[str, Path] = {}
-    for key, cells in failing_groups(results).items():
-        archives.append(write_bundle(results, cells, models[cells[0].model], run_dir, out / key, test_dirs))
+    for key, cells in failing_groups(results, models).items():
+        archives.append(write_bundle(results, cells, models[cells[0].model], store, out / key, test_dirs))
         advance()
     return archives
 
 
-def write_bundle(results: Results, cells: list[CellRecord], model: PreparedModel, run_dir: Path, target: Path,
+def write_bundle(results: Results, cells: list[CellRecord], model: PreparedModel, store: Path, target: Path,
                  test_dirs: dict[str, Path]) -> Path:
     """Write one bundle into `target` (replacing it) and pack it as `target`.tar.gz; returns the archive.
     `test_dirs` remembers each model's MNN test directory, written once and copied after."""
@@ -71,11 +75,11 @@ def write_bundle(results: Results, cells: list[CellRecord], model: PreparedModel
         shutil.copytree(test_dirs[model.name], target / "mnn-test")
     else:
         test_dirs[model.name] = write_test_dir(target / "mnn-test", model.load_inputs(), model.load_reference())
-    converted = run_dir / "converted" / f"{conversion.key[:24]}.mnn"
+    converted = converted_path(store, conversion.key)
     if conversion.outcome.verdict == Verdict.PASS and converted.exists():
         shutil.copy(converted, target / "converted.mnn")
     if conversion.quantize:
-        samples = calibration_dir(run_dir, model, conversion.quantize)
+        samples = calibration_dir(store, model, conversion.quantize)
         if (samples / "config.json").exists():
             shutil.copytree(samples, target / "calibration")
     shutil.copy(WORKER_SCRIPT, target / "worker.py")

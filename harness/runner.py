@@ -1,5 +1,5 @@
-"""Executing a plan: `jobs` tasks at a time, each record journaled as it finishes. The tasks themselves
-(converting, running, judging) are harness.tasks'; the workers they use are harness.pool's."""
+"""Executing a plan: `jobs` tasks at a time, each record handed on as it finishes (to the store). The tasks
+themselves (converting, running, judging) are harness.tasks'; the workers they use are harness.pool's."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import TypeVar
 
-from harness.journal import Journal
 from harness.plan import Cell, Conversion
 from harness.records import CellRecord, ConversionRecord, Outcome, Verdict
 
@@ -17,25 +16,23 @@ Result = TypeVar("Result", ConversionRecord, CellRecord)
 
 
 class Runner:
-    """Schedules tasks on `jobs` threads and journals their records."""
+    """Schedules tasks on `jobs` threads and hands on their records."""
 
-    def __init__(self, journal: Journal, jobs: int, on_interrupt: Callable[[], None] = lambda: None) -> None:
-        self.journal, self.jobs, self.on_interrupt = journal, jobs, on_interrupt
+    def __init__(self, jobs: int, on_interrupt: Callable[[], None] = lambda: None) -> None:
+        self.jobs, self.on_interrupt = jobs, on_interrupt
 
     def execute(self, items: Iterable[Item], task: Callable[[Item], Result],
                 on_record: Callable[[Result], None] = lambda record: None) -> None:
-        """Run `task` over `items` on `jobs` threads, journaling each record as it arrives.
+        """Run `task` over `items` on `jobs` threads, calling `on_record` with each record as it arrives.
 
-        On an interrupt, pending items are dropped and in-flight ones are not journaled, so the journal holds
+        On an interrupt, pending items are dropped and in-flight ones are not handed on, so what was stored holds
         only cells that really finished; `on_interrupt` (closing the workers) runs before the exception goes on.
         """
         pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="cell")
         futures = [pool.submit(guarded, task, item) for item in items]
         try:
             for future in as_completed(futures):
-                record = future.result()
-                self.journal.add(record)
-                on_record(record)
+                on_record(future.result())
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             self.on_interrupt()

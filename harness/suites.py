@@ -12,8 +12,10 @@ from harness.config import Matrix
 from harness.modelstore import PreparedModel, prepare_user_model, prepare_zoo_model
 from harness.nodesuite import NodeCase
 from harness.progress import Progress
+from harness.realmodels import FailedExport, prepare_real_models
 from harness.selection import Selection, is_model_path
 from harness.workspace import Workspace
+from models import real
 
 
 @dataclass
@@ -22,7 +24,7 @@ class SuiteModels:
 
     models: dict[str, PreparedModel] = field(default_factory=dict)
     variants: dict[str, list[str]] = field(default_factory=dict)
-    excluded: list[NodeCase] = field(default_factory=list)
+    excluded: list[NodeCase | FailedExport] = field(default_factory=list)
 
 
 def zoo_suite(matrix: Matrix, selection: Selection, workspace: Workspace, progress: Progress) -> SuiteModels:
@@ -36,8 +38,19 @@ def zoo_suite(matrix: Matrix, selection: Selection, workspace: Workspace, progre
             suite.models[model.name], suite.variants[model.name] = model, user_variants
             advance()
         for name, variants in wanted.items():
+            if name in real.REAL:
+                continue
             suite.models[name], suite.variants[name] = prepare_zoo_model(zoo.ZOO[name], workspace.models), variants
             advance()
+        # --- the real family (models/real.py): exported together in the exporter venv, cached ---
+        real_wanted = {name: variants for name, variants in wanted.items() if name in real.REAL}
+        if real_wanted:
+            prepared = prepare_real_models([real.REAL[name] for name in real_wanted], workspace, progress.say)
+            for name, model in prepared.models.items():
+                suite.models[name], suite.variants[name] = model, real_wanted[name]
+            suite.excluded += [FailedExport(name, real.REAL[name].arch, why) for name, why in prepared.failed.items()]
+            advance(count=len(real_wanted))
+        # --- end of the real family ---
     return suite
 
 
@@ -47,10 +60,11 @@ def zoo_variants(matrix: Matrix, selection: Selection) -> dict[str, list[str]]:
     if selection.models and not picks:
         return {}  # only the user's own models
     variants: dict[str, list[str]] = {}
+    catalog = {**zoo.ZOO, **real.REAL}  # the real family is listed apart: models/real.py, without torch
     for chosen in matrix.models:
-        names = [chosen.name] if chosen.name else sorted(n for n, s in zoo.ZOO.items() if chosen.tag in s.tags)
+        names = [chosen.name] if chosen.name else sorted(n for n, s in catalog.items() if chosen.tag in s.tags)
         for name in names:
-            if picks and name not in picks and not picks & set(zoo.ZOO[name].tags):
+            if picks and name not in picks and not picks & set(catalog[name].tags):
                 continue
             merged = variants.setdefault(name, [])
             merged += [v for v in chosen.variants
@@ -72,7 +86,8 @@ def node_suite(matrix: Matrix, selection: Selection, workspace: Workspace, progr
 def zoo_selection_problems(selection: Selection) -> list[str]:
     """`--model` names that are neither a zoo model, a tag, nor an ONNX file."""
     return [f"--model {name}: no zoo model or tag of that name, and not a path to an .onnx file"
-            for name in selection.models if not is_model_path(name) and name not in zoo.ZOO and name not in zoo.TAGS]
+            for name in selection.models if not is_model_path(name)
+            and not {name} & (set(zoo.ZOO) | set(zoo.TAGS) | set(real.REAL) | real.TAGS)]
 
 
 @dataclass(frozen=True)

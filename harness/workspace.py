@@ -41,9 +41,9 @@ class Workspace:
         return self.root / "models"
 
     @property
-    def run(self) -> Path:
-        """The current run: its journal and converted models; a finished run is replaced by the next."""
-        return self.root / "run"
+    def store(self) -> Path:
+        """Conversions and runs by content, with the converted models, kept between runs (harness.store)."""
+        return self.root / "store"
 
 
 SCRATCH = re.compile(r"mnnm-(\d+)-")  # mnnm-<pid of the owner>-<tag><random>

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -36,3 +38,14 @@ def conv_model(path: Path, channels: int = 8, size: int = 16, layers: int = 1) -
 def run_request(model: Path, inputs: dict[str, np.ndarray], outputs: list[str], api: str = "module",
                 repeat: int = 1) -> dict:
     return protocol.run_request(model, api, inputs, outputs, repeat=repeat)
+
+
+def stored_runs(store: Path) -> dict[str, dict]:
+    """The runs a matrix run has stored so far, by run key (read while it writes)."""
+    if not store.exists():
+        return {}
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+        try:
+            return {key: json.loads(record) for key, record in db.execute("SELECT key, record FROM runs")}
+        except sqlite3.OperationalError:  # not created yet
+            return {}

@@ -11,6 +11,8 @@ import yaml
 
 import models
 from harness.config import ConfigError, load_matrix
+from harness.matrix import load
+from harness.selection import Selection
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD = yaml.safe_load((REPO / "matrix.yaml").read_text())
@@ -30,9 +32,12 @@ def changed(edit) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def test_the_default_matrix_is_valid() -> None:
-    matrix = load_matrix(REPO / "matrix.yaml", set(models.ZOO), set(models.TAGS))
-    assert {t.version for t in matrix.toolchains if t.kind == "pypi"} >= {"3.0.0", "3.2.0", "3.6.1"}
+def test_the_default_matrix_is_valid_and_lists_every_release_in_version_order() -> None:
+    matrix = load(REPO / "matrix.yaml", Selection())
+    assert [t.version for t in matrix.toolchains] == ["2.9.4", "3.0.0", "3.0.1", "3.1.0", "3.2.0", "3.4.0", "3.4.1",
+                                                      "3.5.0", "3.6.0", "3.6.1", "latest"]
+    assert {t.version for t in matrix.toolchains if t.kind == "pypi"} == {
+        "3.0.0", "3.1.0", "3.2.0", "3.4.0", "3.4.1", "3.5.0", "3.6.0", "3.6.1"}  # every MNN release on PyPI
     assert {"fp32", "fp16", "wq8", "wq8-asym", "fuse"} <= {v.id for v in matrix.variants}
     assert set(matrix.run.apis) == {"module", "session"} and matrix.run.repeat >= 3
 

@@ -10,7 +10,7 @@ import yaml
 
 from harness.matrix import run_matrix
 from harness.progress import Progress
-from harness.records import Verdict
+from harness.records import NEUTRAL_VERDICTS, Verdict
 from harness.report import write_results
 from harness.selection import Selection
 from harness.workspace import Workspace
@@ -167,4 +167,38 @@ def test_node_suite_filters_narrow_the_grid_and_neutral_cells_count_nowhere(node
     assert cell.inner_text() == "2/2"  # two cases' module runs; their Session runs are api-unsupported
     page.locator("#grid td.pair[aria-label='pypi-3.2.0 to pypi-3.0.0']").click()
     assert page.locator("#detail tr.run").count() == 4  # the neutral cells are listed, not counted
+    assert not problems
+
+
+@pytest.fixture(scope="module")
+def eleven_page(tmp_path_factory: pytest.TempPathFactory):
+    """The page of an 11-toolchain node-suite run (650,000 cells): see test_report_document."""
+    from test_report_document import eleven_toolchain_node_run
+
+    from harness.report.html import render_html
+
+    results = eleven_toolchain_node_run()
+    path = tmp_path_factory.mktemp("eleven-html") / "results.html"
+    path.write_text(render_html(results))
+    return results, path
+
+
+def test_an_eleven_toolchain_page_expands_its_grouped_cells_into_the_grid(eleven_page, browser) -> None:
+    results, path = eleven_page
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+    page.goto(path.as_uri())
+    page.wait_for_selector("body[data-ready]", state="attached", timeout=30000)
+    for converter, runtime in (("pypi-3.4.1", "src-2.9.4"), ("src-latest", "pypi-3.5.0")):
+        cells = [c for c in results.cells if (c.converter, c.runtime) == (converter, runtime)]
+        counted = [c for c in cells if c.outcome.verdict not in NEUTRAL_VERDICTS]
+        passed = sum(c.outcome.verdict == Verdict.PASS for c in counted)
+        grid_cell = page.locator(f"#grid td.pair[aria-label='{converter} to {runtime}']")
+        assert grid_cell.locator(".count").inner_text() == f"{passed}/{len(counted)}"
+    grid_cell.click()
+    assert page.locator("#detail-title").inner_text() == f"Runs: latest → 3.5.0 ({len(cells)})"
+    failing = {c.model for c in cells if c.outcome.verdict != Verdict.PASS}
+    first = page.locator("#detail tr.run").first.locator("td")
+    assert first.nth(0).inner_text() in failing and first.nth(3).inner_text() != "pass"  # failures first
     assert not problems

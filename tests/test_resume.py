@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import stored_runs
 
 import models
 from harness.workspace import Workspace
@@ -32,13 +33,13 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path, workspace: 
     config["models"] = [{"tag": "micro", "variants": ["fp32", "fp16"]}]
     (tmp_path / "matrix.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "MNN_MATRIX_HOME": str(tmp_path / "ws"), "MNN_MATRIX_ENVS": str(workspace.envs)}
-    journal = tmp_path / "ws" / "run" / "zoo" / "journal.jsonl"
+    store = tmp_path / "ws" / "store" / "store.sqlite"
     first = subprocess.Popen(matrix_command(tmp_path / "matrix.yaml", tmp_path / "out"), env=env, cwd=tmp_path,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              # a shell's `&` makes children ignore SIGINT: Ctrl-C must reach this one
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
-    while not (journal.exists() and sum(1 for _ in journal.open()) > 250):
+    while len(stored_runs(store)) < 60:
         assert first.poll() is None, first.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -46,7 +47,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path, workspace: 
     _, err = first.communicate(timeout=60)
     if stop == signal.SIGINT:
         assert first.returncode == 130 and "run the same command again to resume" in err and "Traceback" not in err
-    kept = [json.loads(line) for line in journal.read_text().splitlines() if line.strip().endswith("}")]
+    kept = stored_runs(store)
     assert not (tmp_path / "out" / "results.json").exists()
 
     second = subprocess.run(matrix_command(tmp_path / "matrix.yaml", tmp_path / "out"), env=env, cwd=tmp_path,
@@ -54,9 +55,15 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path, workspace: 
     assert second.returncode == 0, second.stderr
     assert "resuming" in second.stderr
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert results["run"]["resumed_cells"] >= len(kept) - 2  # at most the cells in flight are lost
     planned = sum("micro" in spec.tags for spec in models.ZOO.values()) * 2 * 2  # x fp32/fp16 x two converters
     assert len(results["conversions"]) == planned and len(results["cells"]) == planned * 2 * 2
-    before = {entry["record"]["key"]: entry["record"] for entry in kept if entry["kind"] == "cell"}
-    after = {cell["key"]: cell for cell in results["cells"]}
-    assert all(after[key] == record for key, record in before.items()), "resumed cells are kept as recorded"
+    assert stored_runs(store).items() >= kept.items(), "what the first run stored is kept, and not made again"
+    by_key = {cell["key"]: cell for cell in results["cells"]}
+    for record in kept.values():  # each stored run is the record of the cell that made it, reused as it was
+        cell = by_key[record["key"]]
+        assert {**cell, "reused_from": "", "outcome": {}} == {**record, "reused_from": "", "outcome": {}}
+        unstable = cell["outcome"]["reason"].startswith("the tool under test wrote a different model")
+        assert cell["outcome"] == record["outcome"] or unstable  # a conversion's instability qualifies its runs
+        assert cell["reused_from"].startswith(record["converter"] + ", ")
+    assert results["run"]["resumed_cells"] >= len(kept)
+

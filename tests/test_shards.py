@@ -28,7 +28,7 @@ CONFIG = {
                {"name": "micro-shape-start-end", "variants": ["fp32"]}],
     "run": {"apis": ["module", "session"], "threads": 1, "precision": "normal", "repeat": 2},
 }
-TIMINGS = {"key", "wall_s", "load_s", "run_s", "convert_s", "quantize_s"}
+TIMINGS = {"key", "wall_s", "load_s", "run_s", "convert_s", "quantize_s", "reused_from"}  # and reuse records
 
 
 def _what(results: Results) -> tuple[list, list]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 
 from harness.records import NEUTRAL_VERDICTS, CellRecord, Results, Verdict
 from harness.report.versions import VersionOrder
@@ -14,6 +15,7 @@ EARLY_STAGES = ("convert", "quantize")  # a failure here is the converter's; eve
 ERROR_LINE = re.compile(r"error|fail|not found|can ?not|invalid|abort|signal|exception", re.IGNORECASE)
 
 
+@lru_cache(maxsize=1 << 16)  # a run's reasons repeat: 650,000 node-suite cells have a few thousand
 def normalised(reason: str) -> str:
     """A failure message without what varies between cells of one cause: numbers, tensor names, output names,
     and anything after its first clause."""
@@ -75,7 +77,7 @@ class Finding:
     def models(self) -> Counter:
         return Counter(c.model for c in self.cells)
 
-    @property
+    @cached_property  # the renderers ask for it several times per finding
     def example(self) -> CellRecord:
         """A representative cell: the most common message, module API and normal memory first."""
         common = Counter(c.outcome.reason for c in self.cells).most_common(1)[0][0]

@@ -6,7 +6,7 @@ import base64
 import gzip
 import json
 
-from harness.records import NEUTRAL_VERDICTS, Results, Verdict
+from harness.records import NEUTRAL_VERDICTS, CellRecord, Results, Verdict
 from harness.report import compact
 from harness.report.markdown import context, environment
 from harness.report.summary import MEANINGS, deltas_text, worst_delta
@@ -19,44 +19,58 @@ SHORT = {  # text, not emoji: the page must read the same whatever fonts the bro
     Verdict.UNCLASSIFIED: "unclassified", Verdict.OUT_OF_MEMORY: "oom", Verdict.WRONG_SHAPE: "shape!",
     Verdict.API_UNSUPPORTED: "api", Verdict.NOT_RUN: "not run",
 }
-COLUMNS = ("converter", "runtime", "model", "variant", "api", "memory", "verdict", "stage", "reason", "ops",
-           "deltas", "log", "note")
+COLUMNS = ("converter", "runtime", "model", "variant", "api", "memory", "entry")  # a cell, as the page expands it
+ENTRY = ("verdict", "stage", "reason", "ops", "deltas", "log", "note")  # what a cell shows beyond where it is
 
 
 def page_data(results: Results, order: VersionOrder) -> dict:
-    """What the page's script works on: every cell as a compact row. A passing cell is only its indices
-    (converter, runtime, model, variant, api, memory); any other also has verdict, stage, reason, ops, deltas, log
-    and note, the texts as indices into one list of distinct strings, so a node-suite run of 100,000 cells stays a
-    page of a few MB."""
+    """What the page's script works on. Cells repeat: of 650,000 node-suite cells on 11 toolchains, a few thousand
+    differ in what they show. So `entries` holds each distinct verdict, stage, reason, ops, deltas, log and note
+    once (texts as indices into `strings`; entry 0, empty, is every pass), and `groups` the cells, one list per
+    (model, variant, api, memory) of an entry index (or -1) per pairing, converters x runtimes in order. The
+    script expands them into cells (COLUMNS): the page of such a run stays under 2 MB."""
     model_ops = {m.name: [t[3:] for t in m.tags if t.startswith("op:")] for m in results.models}
     converters, runtimes = order.converters, order.runtimes
     models = sorted({c.model for c in results.cells})
     variants = [v.id for v in results.variants]
     apis = sorted({c.api for c in results.cells})
     memories = sorted({c.memory for c in results.cells}, key=lambda m: (m != "normal", m))
-    position = {name: i for i, name in enumerate(models)}
-    strings: dict[str, int] = {}  # stage, reason, deltas, log and note repeat across cells: each is kept once
+    index = {"model": {name: i for i, name in enumerate(models)}, "api": {name: i for i, name in enumerate(apis)},
+             "variant": {name: i for i, name in enumerate(variants)},
+             "memory": {name: i for i, name in enumerate(memories)}}
+    slot = {(k, r): i * len(runtimes) + j for i, k in enumerate(converters) for j, r in enumerate(runtimes)}
+    strings: dict[str, int] = {}  # stage, reason, deltas, log and note repeat across entries: each is kept once
+    entries: dict[tuple, int] = {(): 0}
+    shown: dict[tuple, int] = {}  # a cell's outcome and outputs objects -> its entry: cells read back share them
 
     def text(value: str) -> int:
         return strings.setdefault(value, len(strings))
 
-    rows = []
-    for c in results.cells:
-        row = [converters.index(c.converter), runtimes.index(c.runtime), position[c.model],
-               variants.index(c.variant) if c.variant in variants else -1, apis.index(c.api), memories.index(c.memory)]
-        if c.outcome.verdict != Verdict.PASS:
+    def entry(c: CellRecord) -> int:
+        if c.outcome.verdict == Verdict.PASS:
+            return 0
+        same = (id(c.outcome), id(c.outputs), id(c.outputs_vs_float))
+        if same not in shown:
             deltas = worst_delta(c)
             if c.outputs_vs_float:
                 deltas += f" · vs float: {deltas_text(c.outputs_vs_float)}"
-            row += [c.outcome.verdict.value, text(c.outcome.stage), text(c.outcome.reason), sorted(c.outcome.ops),
-                    text(deltas), text(c.outcome.log_excerpt), text(c.outcome.note)]
-        rows.append(row)
+            o = c.outcome
+            row = (o.verdict.value, text(o.stage), text(o.reason), tuple(sorted(o.ops)), text(deltas),
+                   text(o.log_excerpt), text(o.note))
+            shown[same] = entries.setdefault(row, len(entries))
+        return shown[same]
+
+    groups: dict[tuple, list[int]] = {}
+    for c in results.cells:
+        key = (index["model"][c.model], index["variant"].get(c.variant, -1), index["api"][c.api],
+               index["memory"][c.memory])
+        groups.setdefault(key, [-1] * len(slot))[slot[c.converter, c.runtime]] = entry(c)
     ops = sorted({op for ops in model_ops.values() for op in ops} | {op for c in results.cells for op in c.outcome.ops})
-    return {"columns": COLUMNS, "converters": [order.label(t) for t in converters],
+    return {"columns": COLUMNS, "entry": ENTRY, "converters": [order.label(t) for t in converters],
             "runtimes": [order.label(t) for t in runtimes], "models": models,
             "model_ops": [model_ops.get(m, []) for m in models],
-            "variants": variants, "apis": apis, "memories": memories, "cells": rows, "ops": ops,
-            "strings": list(strings),
+            "variants": variants, "apis": apis, "memories": memories, "entries": list(entries),
+            "groups": [[*key, slots] for key, slots in groups.items()], "ops": ops, "strings": list(strings),
             "verdicts": {v.value: {"short": SHORT[v], "meaning": MEANINGS[v], "neutral": v in NEUTRAL_VERDICTS}
                          for v in Verdict}}
 

@@ -1,5 +1,11 @@
-"""Source toolchains: MNN built from a commit by `nox -s build`, whose workers run in the toolchain's
-image with no network, the worker script mounted read-only and the workspace at the same path."""
+"""Source toolchains: MNN built from a commit by `nox -s build` (harness.sourcebuild), whose workers run in the
+toolchain's image with no network, the worker script mounted read-only and the workspace at the same path.
+
+How one converts a model: `harness.client.Client.convert` sends a convert request to a `Worker`
+(harness.supervisor); the worker is forked, in the one container `launch` starts here with `fork_server=True`, by
+harness/worker.py's fork server, and its `convert` handler calls MNNConvert through the image's PyMNN `_tools`
+extension, writing the model to the store's path (the same inside and out). The reply says whether the file was
+written; the client classifies a failure by its log, and a crash or timeout by how the worker was lost."""
 
 from __future__ import annotations
 

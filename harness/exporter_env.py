@@ -1,0 +1,101 @@
+"""The exporter venv: torch, transformers and onnxscript, pinned, made on first use beside the toolchain venvs.
+
+The harness's own environment has no torch; the real model family (models/real.py) is exported in this venv by
+`harness/exporters/export.py`, run as a subprocess. Its identity is a hash of what it installs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.judge import tail
+from harness.workspace import Workspace
+
+REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements" / "exporters.txt"
+EXPORT_SCRIPT = Path(__file__).resolve().parent / "exporters" / "export.py"
+TORCH = "torch==2.13.0"  # alone first: the CPU build; any other torch request pulls several GB of CUDA packages
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+PROBE = ("import json, torch, transformers, onnx, onnxscript, onnxruntime, numpy; print('\\nPROBE ' + json.dumps("
+         "{m.__name__: m.__version__ for m in (torch, transformers, onnx, onnxscript, onnxruntime, numpy)}))")
+
+
+class ExporterEnvError(Exception):
+    """The exporter venv could not be made; `log_tail` shows pip's last words."""
+
+    def __init__(self, reason: str, log_tail: str = "") -> None:
+        super().__init__(reason)
+        self.reason, self.log_tail = reason, log_tail
+
+
+@dataclass(frozen=True)
+class ExporterEnv:
+    """`<workspace>/exporters/<identity>/` (beside the toolchain venvs): a venv of requirements/exporters.txt."""
+
+    directory: Path
+    requirements: Path = REQUIREMENTS
+
+    @property
+    def python(self) -> Path:
+        return self.directory / "bin" / "python"
+
+    @property
+    def marker(self) -> Path:
+        return self.directory / "mnn-matrix-exporter.json"
+
+    def ensure(self) -> dict:
+        """Make the venv unless it is complete; return the versions it holds. Raises ExporterEnvError."""
+        if self.marker.exists():
+            return json.loads(self.marker.read_text())
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self.directory.parent.mkdir(parents=True, exist_ok=True)
+        pip = [str(self.python), "-m", "pip", "install", "--disable-pip-version-check", "--retries", "2",
+               "--timeout", "60"]
+        with self.directory.with_suffix(".log").open("w") as log:
+            _step([sys.executable, "-m", "venv", str(self.directory)], log, "could not create a venv")
+            _step([*pip, TORCH], log, f"pip could not install {TORCH}")
+            _step([*pip, "-r", str(self.requirements)], log, f"pip could not install {self.requirements.name}")
+            probe = _step([str(self.python), "-I", "-c", PROBE], log, "the exporter packages do not import")
+        versions = json.loads(next(line[6:] for line in probe.splitlines() if line.startswith("PROBE ")))
+        self.marker.write_text(json.dumps(versions, indent=2))
+        return versions
+
+    def export(self, jobs: list[dict], log_path: Path) -> None:
+        """Run the export script over `jobs` (see its docstring); each job's `export.json` says how it went."""
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        jobs_path = log_path.with_suffix(".jobs.json")
+        jobs_path.write_text(json.dumps(jobs, indent=2))
+        with log_path.open("w") as log:
+            subprocess.run([str(self.python), "-I", str(EXPORT_SCRIPT), str(jobs_path)], stdin=subprocess.DEVNULL,
+                           stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **OFFLINE}, check=False)
+
+
+def identity(requirements: Path = REQUIREMENTS) -> str:
+    """What the venv is: the pins it installs and the Python it runs on."""
+    recipe = json.dumps([TORCH, requirements.read_text(), sys.version_info[:2]])
+    return hashlib.sha256(recipe.encode()).hexdigest()[:12]
+
+
+def exporter_env(workspace: Workspace) -> ExporterEnv:
+    """The workspace's exporter venv (not made until `ensure`)."""
+    return ExporterEnv(workspace.envs.parent / "exporters" / identity())
+
+
+def _step(argv: list[str], log, failure: str) -> str:
+    log.write(f"$ {' '.join(argv)}\n")
+    log.flush()
+    done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    log.write(done.stdout + done.stderr)
+    log.flush()
+    if done.returncode != 0:
+        output = done.stdout + done.stderr
+        reason = next((line.strip() for line in reversed(output.splitlines()) if line.startswith("ERROR")),
+                      f"exit code {done.returncode}")
+        raise ExporterEnvError(f"{failure}: {reason}", tail(output))
+    return done.stdout
