@@ -62,6 +62,14 @@ class RunResult:
     repeats: list[dict[str, np.ndarray]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class LlmResult:
+    """An llm request: the reply (`failure` None), or the outcome of the failure."""
+
+    failure: Outcome | None
+    reply: protocol.LlmReply | None = None
+
+
 class Client:
     """Requests to one toolchain's workers, with its timeouts; `scrub` takes a run's own paths out of native logs."""
 
@@ -107,6 +115,20 @@ class Client:
             outcome = verdicts.classify(reply.stage, self.scrub(reply.log), self.scrub(reply.error))
             return RunResult(outcome.model_copy(update={"note": reply.note}), reply)
         return RunResult(None, reply, reply.repeats)
+
+    def llm(self, config: Path, prompt: Sequence[int], new_tokens: int) -> LlmResult:
+        """Load an LLM package with MNN.llm and generate greedily from `prompt`, alone in a fresh worker (a
+        package can crash its process)."""
+        request = protocol.llm_request(config, prompt, new_tokens)
+        try:
+            reply = protocol.LlmReply.read(self.send(request, None, self.timeouts.run_s, True))
+        except WorkerLost as lost:
+            return LlmResult(verdicts.lost(lost.kind, "run", lost.detail, self.scrub(lost.log_tail)))
+        if reply.ok:
+            return LlmResult(None, reply)
+        outcome = Outcome(verdict=Verdict.API_UNSUPPORTED, stage="load", reason=reply.error) if (
+            reply.stage == "api") else verdicts.classify(reply.stage, self.scrub(reply.log), self.scrub(reply.error))
+        return LlmResult(outcome.model_copy(update={"note": reply.note}), reply)
 
     def _tool(self, stage: str, request: dict, alone: bool = False) -> ToolResult:
         try:

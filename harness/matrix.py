@@ -52,6 +52,8 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
     """
     started, clock = datetime.now(timezone.utc), time.monotonic()
     suite = SUITES[suite] if isinstance(suite, str) else suite
+    if suite.run is not None:  # a suite with a run of its own (llm)
+        return suite.run(config, selection, workspace, jobs, fresh, progress)
     matrix = load(config, selection, suite)
     chosen = suite.models(matrix, selection, workspace, progress)
     toolchains, toolchain_records = ready_toolchains(matrix, workspace, progress)
@@ -136,8 +138,9 @@ def run_cells(plan: Plan, tasks: Tasks, store: Store, runner: Runner,
         runs[key] = (record, record.converter)
         advance(record.outcome.verdict, len(groups[key]))
 
-    waiting = sum(len(groups[run_of[cell.key]]) for cell in todo)
-    with progress.task("run", total=len(plan.cells), done=len(plan.cells) - waiting) as advance:
+    stored = sum(len(groups[key]) for key in runs)
+    with progress.task("run", total=len(plan.cells), done=stored) as advance:
+        advance(None, len(plan.cells) - stored - sum(len(groups[run_of[cell.key]]) for cell in todo))  # no run
         runner.execute(todo, tasks.run, finished)
     cells, reused = [], 0
     for cell in plan.cells:

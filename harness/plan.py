@@ -4,6 +4,7 @@ cell's outcome, so a resumed run knows which cells it already has."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -35,8 +36,13 @@ def harness_digest() -> str:
 
 def cell_code_digest() -> str:
     """The hash of the code that decides what a cell comes to (CELL_CODE): part of every key."""
+    return _code_digest(CELL_CODE)
+
+
+@functools.cache
+def _code_digest(names: tuple[str, ...]) -> str:
     root = Path(__file__).parent
-    return digest(*[(name, (root / name).read_text()) for name in CELL_CODE])
+    return digest(*[(name, (root / name).read_text()) for name in names])
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ class Progress:
         the machine's cores were meanwhile."""
         task = Task(self, name, total, done)
         if done:
-            self.say(f"{name}: resuming, {done} of {total} already done")
+            self.say(f"{name}: {done} of {total} found in the store (an earlier run, or resuming an interrupted one)")
         cpu, own = _cpu_times(), time.process_time()
         try:
             yield task

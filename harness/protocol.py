@@ -94,3 +94,34 @@ class Description:
         header = reply.header
         return cls(header["mnn_version"], header["numpy_version"], header["python"], header["platform"],
                    tuple(header["capabilities"]), header["log"])
+
+
+def llm_request(config: Path, prompt: Sequence[int], new_tokens: int) -> dict:
+    """Load an LLM package with `MNN.llm` by its (harness-written) config.json and generate greedily."""
+    return {"op": "llm", "config": str(config), "prompt": [int(i) for i in prompt], "new_tokens": new_tokens}
+
+
+@dataclass(frozen=True)
+class LlmReply:
+    """What an llm request came to: the generated ids and the first step's logits (None where `forward` is
+    missing), or the stage and error of a failure."""
+
+    ok: bool
+    log: str
+    wall_s: float
+    stage: str = ""
+    error: str = ""
+    ids: list[int] = field(default_factory=list)
+    logits: np.ndarray | None = None
+    load_s: float | None = None
+    generate_s: float | None = None
+    note: str = ""
+
+    @classmethod
+    def read(cls, reply: Reply) -> LlmReply:
+        header = reply.header
+        if not header["ok"]:
+            return cls(False, header["log"], reply.wall_s, header["stage"], header["error"], note=reply.note)
+        return cls(True, header["log"], reply.wall_s, ids=header["ids"],
+                   logits=reply.arrays.get("logits") if header["logits"] else None, load_s=header["load_s"],
+                   generate_s=header["generate_s"], note=reply.note)

@@ -3,12 +3,16 @@ and read which flags its converter lists. A toolchain that fails is recorded, ne
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 
 from harness.client import Client
 from harness.config import Matrix
+from harness.plan import digest
 from harness.progress import Progress
+from harness.protocol import Description
 from harness.records import ToolchainRecord
 from harness.supervisor import Worker, WorkerLost, WorkerStartError
 from harness.toolchains import ProvisionError, Toolchain, make_toolchain
@@ -33,17 +37,30 @@ def ready_toolchains(matrix: Matrix, workspace: Workspace,
     return {r.id: toolchains[r.id] for r in records if r.status == "ok"}, records
 
 
+def _describe(toolchain: Toolchain, provenance: dict) -> Description:
+    """What a worker of the toolchain says of itself, asked once per provisioned environment (an env or image whose
+    provenance is unchanged says the same): kept in `<workspace>/toolchains/`."""
+    cached = toolchain.workspace.root / "toolchains" / f"{toolchain.id}-{digest(provenance)[:16]}.json"
+    if cached.is_file():
+        data = json.loads(cached.read_text())
+        return Description(**{**data, "capabilities": tuple(data["capabilities"])})
+    with scratch() as directory:
+        worker = Worker(toolchain, directory, "describe")
+        try:
+            described = Client.single(worker).describe()
+        finally:
+            worker.close()
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(dataclasses.asdict(described)))
+    return described
+
+
 def _ready(toolchain: Toolchain, roles: list[str]) -> ToolchainRecord:
     spec = toolchain.spec
     base = dict(id=spec.id, kind=spec.kind, version=spec.version, roles=roles)
     try:
         provenance = toolchain.provision()
-        with scratch() as directory:
-            worker = Worker(toolchain, directory, "describe")
-            try:
-                described = Client.single(worker).describe()
-            finally:
-                worker.close()
+        described = _describe(toolchain, provenance)
     except ProvisionError as error:
         return ToolchainRecord(**base, status="unavailable", reason=error.reason, log_tail=error.log_tail)
     except (WorkerStartError, WorkerLost) as error:

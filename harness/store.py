@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -134,8 +135,9 @@ def float_path(root: Path, key: str) -> Path:
 
 
 def _digest(path: Path) -> str:
-    """A file's hash, or for a directory, a hash of its files' names and sizes ('' if it is gone)."""
+    """A file's hash, or for a directory (of reproducer bundles), a hash of its entries' names, sizes and times of
+    change ('' if it is gone)."""
     if path.is_dir():
-        entries = sorted((str(p.relative_to(path)), p.stat().st_size) for p in path.rglob("*") if p.is_file())
+        entries = sorted((entry.name, entry.stat().st_size, entry.stat().st_mtime_ns) for entry in os.scandir(path))
         return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""

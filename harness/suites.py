@@ -100,12 +100,26 @@ class Suite:
     reproducers: bool  # reproducer bundles by default (the node suite has tens of thousands of failing cells)
     op_support: bool  # aggregate an op-support table and coverage scores (one op per model)
     selection_problems: Callable[[Selection], list[str]] = lambda _selection: []
+    run: Callable[..., object] | None = None  # llm: a run of its own (harness.llm.run), not converter x runtime
+    default: bool = True  # part of a run that names no suite (llm: only with --suite llm)
 
     def enabled(self, matrix: Matrix, selection: Selection) -> bool:
         """Part of a run that names no suite: the zoo always; the node suite when enabled and no --model is given."""
-        return not self.op_support or (matrix.onnx_node.enabled and not selection.models)
+        return self.default and (not self.op_support or (matrix.onnx_node.enabled and not selection.models))
 
 
 ZOO = Suite("zoo", zoo_suite, "", reproducers=True, op_support=False, selection_problems=zoo_selection_problems)
 NODE = Suite(nodesuite.SUITE, node_suite, nodesuite.SUITE, reproducers=False, op_support=True)
-SUITES = {suite.name: suite for suite in (ZOO, NODE)}
+# --- the llm suite (harness/llm): MNN's LLM exporter x MNN.llm, run only when named (--suite llm) ---
+
+
+def _run_llm(*args, **kwargs):
+    from harness.llm.run import run_llm_suite
+
+    return run_llm_suite(*args, **kwargs)
+
+
+LLM = Suite("llm", lambda *_args: SuiteModels(), "llm", reproducers=False, op_support=False, run=_run_llm,
+            default=False)
+# --- end of the llm suite ---
+SUITES = {suite.name: suite for suite in (ZOO, NODE, LLM)}

@@ -370,7 +370,61 @@ def _describe_exception(error: BaseException) -> str:
     return f"{text} (caused by {type(cause).__name__}: {cause})" if cause else text
 
 
+# ---------------------------------------------------------------- llm: PyMNN's LLM runtime (harness/llm)
+# Every difference between versions of `MNN.llm` is handled here: `load` returns None before 3.6; `generate` takes
+# a token budget from 3.2 on (before, the config's max_new_tokens); `reset` exists from 3.2 on (3.4+ is stateful:
+# reset first); `forward` appears in 3.0. Each instance is used for one call: generating, then a fresh instance for
+# the first step's logits (reusing one instance after `forward` crashes some versions).
+
+
+def llm(header: dict, _arrays: dict) -> tuple[dict, dict]:
+    """Load an LLM package by its config.json, greedily generate from fixed token ids, then (where `forward`
+    exists) the logits of the prompt's last position from a fresh instance."""
+    try:
+        from MNN import llm as mllm
+    except ImportError as error:
+        raise Failure("api", f"no LLM runtime in this build: {error}") from error
+    prompt, budget = list(header["prompt"]), int(header["new_tokens"])
+    start = time.perf_counter()
+    engine = _llm_loaded(mllm, header["config"])
+    load_s = time.perf_counter() - start
+    if hasattr(engine, "reset"):
+        engine.reset()
+    start = time.perf_counter()
+    try:
+        generated = engine.generate(prompt, budget)
+    except TypeError:  # before 3.2: no budget argument, the config's max_new_tokens holds
+        generated = engine.generate(prompt)
+    generate_s = time.perf_counter() - start
+    del engine
+    reply = {"ids": [int(i) for i in generated], "load_s": load_s, "generate_s": generate_s,
+             "api": "generate", "logits": False}
+    engine = _llm_loaded(mllm, header["config"])
+    if not hasattr(engine, "forward"):
+        return reply, {}
+    if hasattr(engine, "reset"):
+        engine.reset()
+    logits = engine.forward(prompt)
+    if logits is None:
+        raise Failure("run", "forward returned None")
+    values = np.array(logits.read(), dtype=np.float32).reshape(-1)
+    del logits  # before its engine: a Var that outlives its Llm reads freed memory (SIGSEGV under perturbation)
+    del engine
+    reply["logits"] = True
+    return reply, {"logits": values}
+
+
+def _llm_loaded(mllm, config: str):
+    """The C object behind `MNN.llm.create(config)`, loaded (the Python wrapper hides load()'s result)."""
+    engine = mllm.create(config)
+    engine = getattr(engine, "_c_obj", engine)
+    if engine.load() is False:
+        raise Failure("load", "Llm.load() returned false")
+    return engine
+
+
 HANDLERS = {"describe": describe, "convert": convert, "quantize": quantize, "run": run}
+HANDLERS["llm"] = llm
 
 
 # ---------------------------------------------------------------- main loop

@@ -53,7 +53,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path, workspace: 
     second = subprocess.run(matrix_command(tmp_path / "matrix.yaml", tmp_path / "out"), env=env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr
-    assert "resuming" in second.stderr
+    assert "found in the store" in second.stderr
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     planned = sum("micro" in spec.tags for spec in models.ZOO.values()) * 2 * 2  # x fp32/fp16 x two converters
     assert len(results["conversions"]) == planned and len(results["cells"]) == planned * 2 * 2

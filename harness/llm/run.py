@@ -1,0 +1,198 @@
+"""The `llm` suite's run: every exporter (a PyPI toolchain's exporter tree and converter) x tiny model x variant makes
+a package; every runtime with `MNN.llm` loads it in a fresh worker and generates greedily. A cell is judged against
+the same package on the exporter's own runtime, or, for that run itself, against transformers' fp32 output."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from harness import __version__
+from harness.client import Client, LlmResult
+from harness.compare import compare_output
+from harness.config import Tolerance
+from harness.exporter_env import exporter_env
+from harness.llm.bundle import write_llm_bundles
+from harness.llm.exporter import VARIANTS, Package, ensure_extras, export, exporter_tree
+from harness.llm.models import NEW_TOKENS, PROMPT, TINY, BuiltLlm, build_models
+from harness.pool import WorkerPool
+from harness.progress import Progress
+from harness.records import (
+    CellRecord,
+    ConversionRecord,
+    ModelRecord,
+    Outcome,
+    OutputDelta,
+    Results,
+    RunInfo,
+    ToolchainRecord,
+    VariantRecord,
+    Verdict,
+)
+from harness.selection import Selection
+from harness.workspace import Workspace
+
+SUITE = "llm"
+NO_LLM = "no LLM runtime in this build: MNN.llm is missing"
+# First-step logits: how close a runtime must come to its reference (the exporter's own runtime: same weights).
+SAME_PACKAGE = Tolerance(min_cosine=0.999)
+# Against transformers' fp32 logits (a sanity check of the exporter's own runtime): 4-bit weights of a 64-wide random
+# model give cosines of about 0.9 (seen: 0.89-0.95), 8-bit above 0.99.
+TRANSFORMERS = {"default": 0.8, "q8": 0.99, "q8-lm8": 0.99, "fp16": 0.999, "compat-c4": 0.8}
+
+
+def run_llm_suite(config: Path, selection: Selection, workspace: Workspace, jobs: int, fresh: bool,
+                  progress: Progress) -> Results:
+    """Export, run and judge every cell of the llm suite (exports are cached; runs are not)."""
+    from harness.matrix import host_info, load
+    from harness.provisioning import ready_toolchains
+
+    started, clock = datetime.now(timezone.utc), time.monotonic()
+    matrix = load(config, replace(selection, models=(), variants=()))  # the llm suite's own names
+    toolchains, records = ready_toolchains(matrix, workspace, progress)
+    ok = {r.id: r for r in records if r.status == "ok"}
+    exporters = [t for t in matrix.converter_ids if t in ok and ok[t].kind == "pypi"]
+    runtimes = [t for t in matrix.runtime_ids if t in ok]
+    names = [m for m in selection.models if m in TINY] or list(TINY)
+    variants = [v for v in selection.variants if v in VARIANTS] or list(VARIANTS)
+    env = exporter_env(workspace)
+    env.ensure()
+    root = workspace.root / SUITE
+    with progress.task("models", total=None):
+        models = build_models([TINY[n] for n in names], root / "models", env)
+    extras = ensure_extras(env)
+    packages: list[Package] = []
+    with progress.task("convert", total=len(exporters) * len(models) * len(variants)) as advance:
+        for exporter in exporters:
+            tree = exporter_tree(ok[exporter].version, root / "exporters")
+            python = toolchains[exporter].python  # a PyPI toolchain's venv
+            for model in models.values():
+                for variant in variants:
+                    packages.append(_export(tree, model, VARIANTS[variant], exporter, python, ok[exporter], env,
+                                            extras, root / "packages"))
+                    advance()
+    pool = WorkerPool({t: toolchains[t] for t in runtimes}, matrix.run.memory_limit_mb, 1)
+    cells: list[CellRecord] = []
+    try:
+        with progress.task("run", total=len(packages) * len(runtimes)) as advance:
+            for package in packages:
+                cells += judge_package(package, models[package.model], runtimes, ok, pool, matrix.run.timeouts,
+                                       advance)
+    finally:
+        pool.close()
+    results = Results(
+        suite=SUITE,
+        run=RunInfo(started=started.isoformat(timespec="seconds"),
+                    finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    duration_s=round(time.monotonic() - clock, 3), phases=dict(progress.durations), jobs=jobs,
+                    resumed_cells=0, selection=selection.summary(config),
+                    harness={"version": __version__, "prompt": list(PROMPT), "new_tokens": NEW_TOKENS,
+                             "exporter_env": env.directory.name}),
+        host=host_info(), settings=matrix.run.model_dump(), toolchains=records,
+        models=[ModelRecord(name=name, sha256=m.digest, source="llm", tags=["llm", m.spec.arch], guards="",
+                            inputs={"input_ids": {"values": list(PROMPT)}}, outputs=["ids", "logits"])
+                for name, m in models.items()],
+        variants=[VariantRecord(id=v, flags=list(VARIANTS[v].flags), tolerance=SAME_PACKAGE.model_dump(
+            exclude_defaults=True), description=VARIANTS[v].description) for v in variants],
+        conversions=[_conversion(p) for p in packages], cells=cells)
+    made = {(p.exporter, p.model, p.variant): p.directory for p in packages if p.ok}
+    write_llm_bundles(results, made, list(PROMPT), NEW_TOKENS, workspace.root / "reproducers" / SUITE)
+    return results
+
+
+def _export(tree: Path | None, model: BuiltLlm, variant, exporter: str, python: Path, record: ToolchainRecord,
+            env, extras: Path, root: Path) -> Package:
+    if tree is None:
+        return Package(exporter, model.spec.name, variant.id, root, ok=False,
+                       reason=f"no exporter tree at {record.version}: set MNN_MATRIX_MNN_REPO to an MNN git mirror")
+    identity = f"{record.id}:{record.provenance.get('mnn_version', record.version)}:{python}"
+    return export(tree, model, variant, exporter, python, identity, env, extras, root)
+
+
+def _conversion(package: Package) -> ConversionRecord:
+    outcome = Outcome(verdict=Verdict.PASS, stage="export", note="cached" if package.cached else "") if (
+        package.ok) else Outcome(verdict=Verdict.CONVERT_ERROR if package.applies else Verdict.NOT_RUN,
+                                 stage="export", reason=package.reason, log_excerpt=package.log_tail)
+    return ConversionRecord(converter=package.exporter, model=package.model, variant=package.variant,
+                            flags=list(VARIANTS[package.variant].flags), outcome=outcome,
+                            convert_s=package.export_s)
+
+
+def judge_package(package: Package, model: BuiltLlm, runtimes: list[str], ok: dict[str, ToolchainRecord],
+                  pool: WorkerPool, timeouts, advance) -> list[CellRecord]:
+    """Run one package on every runtime and judge each run: against the exporter's own runtime where that ran,
+    else against transformers."""
+    base = dict(converter=package.exporter, model=package.model, variant=package.variant, api=SUITE)
+    if not package.ok:
+        advance(count=len(runtimes))
+        failed = Outcome(verdict=Verdict.CONVERT_ERROR if package.applies else Verdict.NOT_RUN, stage="export",
+                         reason=package.reason, log_excerpt=package.log_tail)
+        return [CellRecord(**base, runtime=r, outcome=failed) for r in runtimes]
+    results: dict[str, LlmResult | None] = {}
+    for runtime in sorted(runtimes, key=lambda r: r != package.exporter):  # the exporter's own runtime first
+        if "llm" not in ok[runtime].capabilities:
+            results[runtime] = None
+        else:
+            results[runtime] = Client.pooled(pool, runtime, timeouts).llm(package.config, PROMPT, NEW_TOKENS)
+        advance()
+    own = results.get(package.exporter)
+    baseline = own.reply if own is not None and own.failure is None else None
+    return [_cell(base, runtime, results[runtime], baseline if runtime != package.exporter else None, model,
+                  package) for runtime in runtimes]
+
+
+def _cell(base: dict, runtime: str, result: LlmResult | None, baseline, model: BuiltLlm, package: Package
+          ) -> CellRecord:
+    if result is None:
+        return CellRecord(**base, runtime=runtime, outcome=Outcome(verdict=Verdict.API_UNSUPPORTED, stage="load",
+                                                                   reason=NO_LLM))
+    if result.failure is not None:
+        return CellRecord(**base, runtime=runtime, outcome=result.failure,
+                          wall_s=result.reply.wall_s if result.reply else 0.0)
+    reply = result.reply
+    reference = model.reference
+    vs_float = _deltas(reply.ids, reply.logits, reference["ids"], np.array(reference["logits"], np.float32),
+                       Tolerance(min_cosine=TRANSFORMERS[package.variant]))
+    if baseline is not None:
+        against, outputs = f"{package.exporter}'s own runtime", _deltas(reply.ids, reply.logits, baseline.ids,
+                                                                        baseline.logits, SAME_PACKAGE)
+    else:
+        against, outputs = "transformers' fp32 output", vs_float
+    # Against transformers (fp32 weights), quantized weights may fork the greedy path late: only the first step
+    # (logits' cosine and top-1, or the first id) decides; against the same package every id must agree.
+    decisive = outputs if baseline is not None else [d for d in outputs if d.name == "logits"] or [
+        d.model_copy(update={"failed_checks": [] if reply.ids[:1] == reference["ids"][:1] else ["first id differs"]})
+        for d in outputs]
+    failed = [f"{d.name}: {', '.join(d.failed_checks)}" for d in decisive if d.failed_checks]
+    if not reply.ids:
+        failed.append("no token generated")
+    outcome = Outcome(verdict=Verdict.WRONG_OUTPUT, stage="compare", reason=f"differs from {against}: "
+                      + "; ".join(failed)) if failed else Outcome(verdict=Verdict.PASS, stage="compare",
+                                                                 note=f"judged against {against}")
+    return CellRecord(**base, runtime=runtime, outcome=outcome, outputs=outputs, outputs_vs_float=vs_float,
+                      load_s=reply.load_s, run_s=[reply.generate_s or 0.0], wall_s=reply.wall_s)
+
+
+def _deltas(ids: list[int], logits, reference_ids: list[int], reference_logits, tolerance: Tolerance
+            ) -> list[OutputDelta]:
+    """The generated ids (equal over the shorter run, and not empty) and the first step's logits (cosine, top-1)."""
+    same = min(len(ids), len(reference_ids))
+    first_diff = next((i for i in range(same) if ids[i] != reference_ids[i]), None)
+    checks = ([f"no token generated (reference {len(reference_ids)})"] if not ids else []) + (
+        [f"ids differ from step {first_diff}: {ids[:NEW_TOKENS]} vs {reference_ids[:NEW_TOKENS]}"]
+        if first_diff is not None else [])
+    deltas = [OutputDelta(name="ids", shape=[len(ids)], reference_shape=[len(reference_ids)], dtype="int32",
+                          reference_dtype="int32", elements=same, out_of_tolerance=0 if first_diff is None else
+                          same - first_diff, failed_checks=checks)]
+    if logits is not None and reference_logits is not None:
+        delta = compare_output("logits", np.asarray(logits).reshape(-1), np.asarray(reference_logits).reshape(-1),
+                               tolerance)
+        strict = (tolerance.min_cosine or 0) >= 0.99  # 4-bit weights of a random model may swap close logits
+        if strict and delta.failed_checks == [] and np.argmax(logits) != np.argmax(reference_logits):
+            delta = delta.model_copy(update={"failed_checks": ["top-1 differs"]})
+        deltas.append(delta)
+    return deltas
