@@ -5,11 +5,12 @@
    store (`--fresh`), a rerun with nothing changed, and a run where only the newest toolchain changed (its identity
    altered as a new SHA would); per suite, phases, how busy both cores were, and how many cells were served by a
    run of an identical converted model. The cold run fills the store, so a `nox -s matrix` after it reuses it.
-2. Per run cell: the harness's round trip against MNN's own in-process time (load + runs, timed inside the worker).
+2. Per run cell, on the micro models with one job: the harness's round trip against MNN's own in-process time
+   (load + runs, timed inside the worker); the full runs give the harness's own CPU per run.
 3. A sample of micro cells with a persistent worker, then with a new worker process for every cell.
 4. Restarts: a worker killed, then the next request answered, forked (harness/forkserver.py) and as a new process,
    for one toolchain of each kind (a venv, a container) that is ready.
-`--no-scale` leaves out 1 (minutes instead of half an hour), measuring 2 on a fresh run of the micro models.
+`--no-scale` leaves out 1 (a minute instead of half an hour).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from harness import matrix as matrix_module
 from harness import protocol
 from harness.matrix import load, run_matrix, run_suite
 from harness.progress import Progress
-from harness.records import Results
+from harness.records import Results, Verdict
 from harness.selection import Selection
 from harness.suites import SUITES
 from harness.supervisor import Worker, WorkerLost
@@ -51,7 +52,11 @@ def run_bench(config: Path, selection: Selection, workspace: Workspace, jobs: in
     else:
         with Progress(console) as progress:
             cold = [run_matrix(config, selection, space, jobs, fresh=True, progress=progress)]
-    figures.update(_per_cell_figures(cold))
+            figures["micro"] = _suite_figures(cold[0], progress)
+    console.print("one job, so that a cell's round trip is MNN's time and the harness's, without queueing:")
+    with Progress(console) as progress:
+        alone = run_matrix(config, selection, space, 1, fresh=True, progress=progress)
+    figures.update(_per_cell_figures(alone))
     console.print("same cells, one worker process per cell vs one persistent worker:")
     first = cold[0].cells[0]
     sample = Selection(converters=(first.converter,), runtimes=(first.runtime,), models=selection.models,
@@ -59,9 +64,9 @@ def run_bench(config: Path, selection: Selection, workspace: Workspace, jobs: in
     timings = {}
     for label, requests in (("persistent", 2000), ("process_per_cell", 1)):
         with Progress(console) as progress:
-            timings[label] = run_matrix(config, sample, space, jobs, fresh=True, progress=progress,
+            timings[label] = run_matrix(config, sample, space, 1, fresh=True, progress=progress,
                                         worker_requests=requests)
-    per_cell = {k: r.run.phases["run"] * jobs / len(r.cells) for k, r in timings.items()}
+    per_cell = {k: r.run.phases["run"] / len(r.cells) for k, r in timings.items()}
     figures.update(sample_cells=len(timings["persistent"].cells),
                    persistent_ms_per_cell=_ms(per_cell["persistent"]),
                    process_per_cell_ms_per_cell=_ms(per_cell["process_per_cell"]),
@@ -105,14 +110,18 @@ def _scale_figures(config: Path, workspace: Workspace, jobs: int, console: Conso
 
 
 def _suite_figures(results: Results, progress: Progress) -> dict:
-    """One suite's run: its size, phases, how busy the cores were in each, and how much was reused."""
+    """One suite's run: its size, phases, how busy the cores were in each, what the harness itself cost, and how
+    many cells were served by a run of an identical converted model (or of the store) instead of their own."""
     phases = results.run.phases
-    ran = sum(not c.reused_from for c in results.cells)
+    made = sum(not c.reused_from and c.outcome.stage not in ("convert", "quantize")
+               and c.outcome.verdict != Verdict.NOT_RUN for c in results.cells)  # MNN runs this run made
+    run_s = phases.get("run", 0.0)
     return {"cells": len(results.cells), "conversions": len(results.conversions), "phases_s": phases,
             "total_s": results.run.duration_s, "cores_busy": progress.busy, "harness_cpu": progress.own,
-            "run_cells_per_s": round(len(results.cells) / phases["run"], 1) if phases.get("run") else None,
-            "cells_run": ran, "cells_reused": len(results.cells) - ran,
-            "reuse_ratio": round(1 - ran / max(len(results.cells), 1), 3)}
+            "run_cells_per_s": round(len(results.cells) / run_s, 1) if run_s else None,
+            "runs_made": made, "cells_reused": results.run.resumed_cells,
+            "reuse_ratio": round(results.run.resumed_cells / max(made + results.run.resumed_cells, 1), 3),
+            "harness_cpu_ms_per_run": _ms(progress.own.get("run", 0.0) * run_s / made) if made else None}
 
 
 @contextlib.contextmanager
@@ -132,12 +141,12 @@ def _new_identity(toolchain_id: str) -> Iterator[None]:
         matrix_module.ready_toolchains = ready
 
 
-def _per_cell_figures(runs: list[Results]) -> dict:
-    """Round trip vs MNN's in-process time, for run cells this run made that produced outputs."""
-    ran = [c for results in runs for c in results.cells if c.load_s is not None and not c.reused_from]
+def _per_cell_figures(results: Results) -> dict:
+    """Round trip vs MNN's in-process time, for run cells that produced outputs (one job: no queueing)."""
+    ran = [c for c in results.cells if c.load_s is not None and not c.reused_from]
     mnn = [c.load_s + sum(c.run_s) for c in ran]
     overhead = sorted(c.wall_s - m for c, m in zip(ran, mnn, strict=True))
-    conv = [c for results in runs for c in results.conversions if c.convert_s is not None]
+    conv = [c for c in results.conversions if c.convert_s is not None]
     return {
         "run_cells_measured": len(ran),
         "run_cell_mnn_ms_mean": _ms(statistics.mean(mnn)),

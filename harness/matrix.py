@@ -24,7 +24,7 @@ from harness.progress import Progress
 from harness.provisioning import ready_toolchains
 from harness.records import CellRecord, ConversionRecord, ExcludedCase, ModelRecord, Results, RunInfo, VariantRecord
 from harness.report import write_results
-from harness.reproducer import failing_groups, write_bundles
+from harness.reproducer import bundled_by_default, failing_groups, write_bundles
 from harness.runner import Runner
 from harness.selection import Selection, narrow
 from harness.store import Store
@@ -95,7 +95,8 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
         op_support=ops, coverage=coverage(ops, toolchain_records))
     results = in_order(results)  # the order `harness merge` gives the shards of this run too
     if reproducers is not None:
-        bundled = {name: model for name, model in chosen.models.items() if "real" not in model.tags}  # (megabytes)
+        bundled = {name: model for name, model in chosen.models.items()
+                   if selection.models or bundled_by_default(model.tags)}
         with progress.task("reproducers", total=len(failing_groups(results, bundled))) as advance:
             write_bundles(results, bundled, workspace.store, reproducers, advance)
         results = results.model_copy(update={"run": results.run.model_copy(update={

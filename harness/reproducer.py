@@ -11,7 +11,7 @@ import re
 import shutil
 import tarfile
 from collections import defaultdict
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterable
 from pathlib import Path
 
 import jinja2
@@ -31,6 +31,12 @@ from harness.verdicts import PATTERNS_FILE
 
 BUNDLE_FILES = Path(__file__).with_name("bundle")
 JUDGE = Path(judge.__file__)
+
+
+def bundled_by_default(tags: Iterable[str]) -> bool:
+    """Whether a full run bundles a model's failures: not the real family's (megabytes each, thousands of failing
+    cells); a run that names its models (`--model`) bundles theirs too."""
+    return "real" not in tags
 
 
 def bundle_id(cell: CellRecord) -> str:

@@ -61,6 +61,21 @@ def test_a_newer_converter_on_older_runtimes_is_one_finding_with_ranges_and_advi
     assert finding.bundle == ".mnn-matrix/reproducers/zoo/silu--fp32--pypi-3.6.1--to--src-2.9.4/reproduce.sh"
 
 
+def test_a_finding_of_a_model_without_bundles_says_how_to_make_one_and_prefers_a_bundled_example() -> None:
+    """The real family's models get no bundle from a full run (megabytes each): the finding names the command
+    that makes one, unless a model with a bundle shows the same failure."""
+    results = document(lambda k, r, m: UNARY if newer(k, "3.2.0") and not newer(r, "3.2.0") else None)
+    model = ModelRecord(name="silu", sha256="", source="torch", tags=["real"], guards="", inputs={}, outputs=[])
+    [finding] = find(results.model_copy(update={"models": [model]}))
+    assert finding.example.model == "conv" and finding.bundle.endswith("conv--fp32--pypi-3.6.1--to--src-2.9.4/"
+                                                                       "reproduce.sh")
+    only_real = results.model_copy(update={"models": [model], "cells": [c for c in results.cells
+                                                                         if c.model == "silu"]})
+    [finding] = find(only_real)
+    assert finding.bundle == ("python -m harness matrix --model silu --variant fp32 --converter pypi-3.6.1 "
+                              "--runtime src-2.9.4 --reproducers")
+
+
 def test_a_non_contiguous_set_is_named_exactly_and_messages_cluster_without_their_numbers() -> None:
     results = document(lambda k, r, m: crash(len(k) + len(r)) if k in ("2.9.4", "3.2.0") and r == "3.6.1" else None)
     [finding] = find(results)  # signal numbers differ between cells: still one cause

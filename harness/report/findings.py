@@ -56,6 +56,7 @@ class Finding:
     new: bool = False  # not in the baseline run
     number: int = 0
     suite: str = "zoo"
+    unbundled: frozenset[str] = frozenset()  # models a full run writes no bundles for (the real family's)
 
     @property
     def anchor(self) -> str:
@@ -79,10 +80,11 @@ class Finding:
 
     @cached_property  # the renderers ask for it several times per finding
     def example(self) -> CellRecord:
-        """A representative cell: the most common message, module API and normal memory first."""
+        """A representative cell: the most common message; a model with a bundle, module API and normal memory
+        first."""
         common = Counter(c.outcome.reason for c in self.cells).most_common(1)[0][0]
         return min((c for c in self.cells if c.outcome.reason == common),
-                   key=lambda c: (c.api != "module", c.memory != "normal"))
+                   key=lambda c: (c.model in self.unbundled, c.api != "module", c.memory != "normal"))
 
     @property
     def title(self) -> str:
@@ -100,7 +102,11 @@ class Finding:
         --reproducers)."""
         from harness.reproducer import bundle_id
 
-        return f".mnn-matrix/reproducers/{self.suite}/{bundle_id(self.example)}/reproduce.sh"
+        cell = self.example
+        if cell.model in self.unbundled:
+            return (f"python -m harness matrix --model {cell.model} --variant {cell.variant} --converter "
+                    f"{cell.converter} --runtime {cell.runtime} --reproducers")
+        return f".mnn-matrix/reproducers/{self.suite}/{bundle_id(cell)}/reproduce.sh"
 
     def facet(self, name: str) -> list[str]:
         return sorted({getattr(c, name) for c in self.cells})
@@ -160,7 +166,10 @@ def find(results: Results, baseline: Results | None = None, order: VersionOrder 
             grouped[cause_of(cell)].append(cell)
     index = CauseIndex(results)
     old = {cause_of(c) for c in baseline.cells if is_failure(c)} if baseline is not None else None
-    findings = [_derive(Finding(cause, cells, suite=results.suite), order, index, old)
+    from harness.reproducer import bundled_by_default  # (it renders with this package's templates)
+
+    unbundled = frozenset(m.name for m in results.models if not bundled_by_default(m.tags))
+    findings = [_derive(Finding(cause, cells, suite=results.suite, unbundled=unbundled), order, index, old)
                 for cause, cells in grouped.items()]
     findings.sort(key=lambda f: (-len(f.models), -f.breadth, -len(f.cells), f.title))
     for number, finding in enumerate(findings, 1):
