@@ -86,8 +86,9 @@ def matrix(config: Path, toolchains, converters, runtimes, models, variants, api
     out = out or (workspace.root / "results" / ("shard-{}-of-{}".format(*shard) if shard else "")
                   if selection.narrowed or shard else DEFAULT_OUT)
     with _user_errors():
+        default = load(config, Selection())
         chosen = [SUITES[name] for name in suites] or [
-            suite for suite in SUITES.values() if suite.enabled(load(config, Selection()), selection)]
+            suite for suite in SUITES.values() if suite.enabled(default, selection)]
         for suite in chosen:
             target = out / suite.results_dir
             bundles = workspace.root / "reproducers" / suite.name if (

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.judge import tail
+from harness.toolchains import ProvisionError, run_step
 from harness.workspace import Workspace
 
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements" / "exporters.txt"
@@ -26,12 +26,8 @@ PROBE = ("import json, torch, transformers, onnx, onnxscript, onnxruntime, numpy
          "{m.__name__: m.__version__ for m in (torch, transformers, onnx, onnxscript, onnxruntime, numpy)}))")
 
 
-class ExporterEnvError(Exception):
+class ExporterEnvError(ProvisionError):
     """The exporter venv could not be made; `log_tail` shows pip's last words."""
-
-    def __init__(self, reason: str, log_tail: str = "") -> None:
-        super().__init__(reason)
-        self.reason, self.log_tail = reason, log_tail
 
 
 @dataclass(frozen=True)
@@ -58,10 +54,13 @@ class ExporterEnv:
         pip = [str(self.python), "-m", "pip", "install", "--disable-pip-version-check", "--retries", "2",
                "--timeout", "60"]
         with self.directory.with_suffix(".log").open("w") as log:
-            _step([sys.executable, "-m", "venv", str(self.directory)], log, "could not create a venv")
-            _step([*pip, TORCH], log, f"pip could not install {TORCH}")
-            _step([*pip, "-r", str(self.requirements)], log, f"pip could not install {self.requirements.name}")
-            probe = _step([str(self.python), "-I", "-c", PROBE], log, "the exporter packages do not import")
+            def step(argv: list[str], failure: str) -> str:
+                return run_step(argv, log, failure, ExporterEnvError)
+
+            step([sys.executable, "-m", "venv", str(self.directory)], "could not create a venv")
+            step([*pip, TORCH], f"pip could not install {TORCH}")
+            step([*pip, "-r", str(self.requirements)], f"pip could not install {self.requirements.name}")
+            probe = step([str(self.python), "-I", "-c", PROBE], "the exporter packages do not import")
         versions = json.loads(next(line[6:] for line in probe.splitlines() if line.startswith("PROBE ")))
         self.marker.write_text(json.dumps(versions, indent=2))
         return versions
@@ -85,17 +84,3 @@ def identity(requirements: Path = REQUIREMENTS) -> str:
 def exporter_env(workspace: Workspace) -> ExporterEnv:
     """The workspace's exporter venv (not made until `ensure`)."""
     return ExporterEnv(workspace.envs.parent / "exporters" / identity())
-
-
-def _step(argv: list[str], log, failure: str) -> str:
-    log.write(f"$ {' '.join(argv)}\n")
-    log.flush()
-    done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    log.write(done.stdout + done.stderr)
-    log.flush()
-    if done.returncode != 0:
-        output = done.stdout + done.stderr
-        reason = next((line.strip() for line in reversed(output.splitlines()) if line.startswith("ERROR")),
-                      f"exit code {done.returncode}")
-        raise ExporterEnvError(f"{failure}: {reason}", tail(output))
-    return done.stdout

@@ -12,11 +12,12 @@ from harness.records import Results, Verdict
 from harness.report import document
 
 
-def keep(results: Results, out: Path) -> Path:
-    """Keep this run's results and update the trend; returns the history file written."""
+def keep(results: Results, out: Path, written: Path | None = None) -> Path:
+    """Keep this run's results and update the trend; returns the history file written. `written` is the results
+    document already written for it, if any (a large one takes seconds to make)."""
     history = out / "history"
     history.mkdir(parents=True, exist_ok=True)
-    name, data = document(results)
+    name, data = (written.name, written.read_bytes()) if written is not None else document(results)
     extension, copy = name.removeprefix("results."), 1
     target = history / f"{stamp(results)}-{results.suite}.{extension}"
     while target.exists() and target.read_bytes() != data:  # another run that finished in the same second

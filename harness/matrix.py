@@ -12,7 +12,6 @@ import numpy as np
 import onnx
 import onnxruntime
 
-import models as zoo
 from harness import __version__
 from harness.config import Matrix, load_matrix
 from harness.history import keep as keep_history
@@ -23,21 +22,19 @@ from harness.pool import WorkerPool
 from harness.progress import Progress
 from harness.provisioning import ready_toolchains
 from harness.records import CellRecord, ConversionRecord, ExcludedCase, ModelRecord, Results, RunInfo, VariantRecord
-from harness.report import write_results
+from harness.report import no_cycle_collection, write_results
 from harness.reproducer import bundled_by_default, failing_groups, write_bundles
 from harness.runner import Runner
 from harness.selection import Selection, narrow
 from harness.store import Store
-from harness.suites import SUITES, ZOO, Suite
+from harness.suites import CATALOG, CATALOG_TAGS, SUITES, ZOO, Suite
 from harness.tasks import Tasks
 from harness.workspace import Workspace
-from models import real
 
 
 def load(config: Path, selection: Selection, suite: Suite = ZOO) -> Matrix:
     """The matrix file, validated, then narrowed by the selection."""
-    names, tags = set(zoo.ZOO) | set(real.REAL), set(zoo.TAGS) | real.TAGS  # the real family is listed apart
-    return narrow(load_matrix(config, names, tags), selection, suite.selection_problems(selection))
+    return narrow(load_matrix(config, set(CATALOG), set(CATALOG_TAGS)), selection, suite.selection_problems(selection))
 
 
 def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: int, fresh: bool,
@@ -67,7 +64,7 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
         return None
     pool = WorkerPool(toolchains, matrix.run.memory_limit_mb, worker_requests)
     tasks = Tasks(pool, chosen.models, matrix, store, {r.id: r.converter_flags for r in toolchain_records})
-    runner = Runner(jobs, on_interrupt=pool.close)
+    runner = Runner(jobs)
     try:
         conversions = convert(plan, tasks, store, runner, progress)
         cells, reused = run_cells(plan, tasks, store, runner, progress)
@@ -93,12 +90,14 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
                                 description=v.description) for v in matrix.variants if v.id in used_variants],
         excluded=excluded, conversions=[conversions[c.key] for c in plan.conversions], cells=cells,
         op_support=ops, coverage=coverage(ops, toolchain_records))
-    results = in_order(results)  # the order `harness merge` gives the shards of this run too
+    with no_cycle_collection():  # 650,000 new records, none garbage
+        results = in_order(results)  # the order `harness merge` gives the shards of this run too
     if reproducers is not None:
         bundled = {name: model for name, model in chosen.models.items()
                    if selection.models or bundled_by_default(model.tags)}
-        with progress.task("reproducers", total=len(failing_groups(results, bundled))) as advance:
-            write_bundles(results, bundled, workspace.store, reproducers, advance)
+        groups = failing_groups(results, bundled)
+        with progress.task("reproducers", total=len(groups)) as advance:
+            write_bundles(results, groups, bundled, workspace.store, reproducers, advance)
         results = results.model_copy(update={"run": results.run.model_copy(update={
             "phases": dict(progress.durations), "duration_s": round(time.monotonic() - clock, 3)})})
     return results
@@ -125,39 +124,44 @@ def run_cells(plan: Plan, tasks: Tasks, store: Store, runner: Runner,
     """Every cell's record, and how many came from a run not made for it in this run. Cells whose converted models
     are identical (uuid aside) share one run, made for the first of them in plan order (the oldest converter), or
     found in the store."""
+    keys = [cell.run_key(tasks.conversions[cell.conversion.key]) if tasks.needs_run(cell) else None
+            for cell in plan.cells]
     groups: dict[str, list[Cell]] = {}
-    for cell in plan.cells:
-        if tasks.needs_run(cell):
-            groups.setdefault(cell.run_key(tasks.conversions[cell.conversion.key]), []).append(cell)
+    for cell, key in zip(plan.cells, keys, strict=True):
+        if key is not None:
+            groups.setdefault(key, []).append(cell)
     runs = {key: (record, f"{record.converter}, {run}") for key, (record, run) in store.runs(groups).items()}
     todo = [group[0] for key, group in groups.items() if key not in runs]
-    run_of = {group[0].key: key for key, group in groups.items()}
+    run_of = {group[0].key: key for key, group in groups.items()}  # the cell that makes each run -> its key
+    made_now: set[str] = set()
 
     def finished(record: CellRecord) -> None:
         key = run_of[record.key]
         store.add_run(key, record)
         runs[key] = (record, record.converter)
+        made_now.add(key)
         advance(record.outcome.verdict, len(groups[key]))
 
     stored = sum(len(groups[key]) for key in runs)
     with progress.task("run", total=len(plan.cells), done=stored) as advance:
-        advance(None, len(plan.cells) - stored - sum(len(groups[run_of[cell.key]]) for cell in todo))  # no run
+        advance(None, len(plan.cells) - sum(map(len, groups.values())))  # cells with no run of their own to make
         runner.execute(todo, tasks.run, finished)
     cells, reused = [], 0
-    for cell in plan.cells:
-        if not tasks.needs_run(cell):
+    for cell, key in zip(plan.cells, keys, strict=True):
+        if key is None:
             cells.append(tasks.resolve(cell, None))
             continue
-        record, origin = runs[cell.run_key(tasks.conversions[cell.conversion.key])]
-        own = record.key == cell.key and origin == cell.converter
+        record, origin = runs[key]
+        own = key in made_now and record.key == cell.key
         cells.append(tasks.resolve(cell, record, "" if own else origin))
         reused += not own
     return cells, reused
 
 
 def plan_id(plan: Plan, reproducers: Path | None) -> str:
-    """What a run's documents are made from: its plan, and whether and where it writes reproducer bundles."""
-    return digest(plan.id, str(reproducers.resolve()) if reproducers else None)
+    """What a run's documents are made from: its plan, the harness that writes them (documents, tables, bundles),
+    and whether and where it writes reproducer bundles."""
+    return digest(plan.id, harness_digest(), str(reproducers.resolve()) if reproducers else None)
 
 
 def run_suite(config: Path, selection: Selection, workspace: Workspace, jobs: int, fresh: bool, progress: Progress,
@@ -173,7 +177,7 @@ def run_suite(config: Path, selection: Selection, workspace: Workspace, jobs: in
         written = write_results(results, target) + ([reproducers] if reproducers else [])
         remember_documents(workspace, target, results.run.plan, written)
         if history is not None:
-            written.append(keep_history(results, history))
+            written.append(keep_history(results, history, written[0]))  # written[0]: the results document
     return results, written
 
 

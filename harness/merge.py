@@ -66,7 +66,7 @@ def merge(shards: Sequence[Results]) -> Results:
 def _check_complete(shards: Sequence[Results]) -> None:
     """Every shard of the run, each once: else the merged document would claim cells it does not have."""
     found = [tuple(shard.run.selection.get("shard", ())) for shard in shards]
-    counts = {count for _, count in found}
+    counts = {shard[1] for shard in found if len(shard) == 2}
     if any(len(shard) != 2 for shard in found) or len(counts) != 1:
         raise MergeError(f"these are not the shards of one run (their --shard values: {found or 'none'})")
     [count] = counts

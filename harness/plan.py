@@ -27,20 +27,22 @@ CELL_CODE = ("worker.py", "supervisor.py", "forkserver.py", "pool.py", "protocol
              "judge.py", "patterns.yaml", "compare.py", "verdicts.py", "calibration.py", "mnnfiles.py")
 
 
+@functools.cache
 def harness_digest() -> str:
-    """All of the harness code's hash: the results record it as their provenance."""
+    """All of the harness code's hash, templates included: the results record it as their provenance."""
     root = Path(__file__).parent
-    files = sorted(root.rglob("*.py")) + sorted(root.rglob("*.yaml"))
+    files = sorted(root.rglob("*.py")) + sorted(root.rglob("*.yaml")) + sorted(root.rglob("*.j2"))
     return digest(*[(str(p.relative_to(root)), p.read_text()) for p in files])
 
 
 def cell_code_digest() -> str:
     """The hash of the code that decides what a cell comes to (CELL_CODE): part of every key."""
-    return _code_digest(CELL_CODE)
+    return code_digest(CELL_CODE)
 
 
 @functools.cache
-def _code_digest(names: tuple[str, ...]) -> str:
+def code_digest(names: tuple[str, ...]) -> str:
+    """The hash of these files of the harness (read once per process)."""
     root = Path(__file__).parent
     return digest(*[(name, (root / name).read_text()) for name in names])
 
@@ -107,7 +109,8 @@ def make_plan(matrix: Matrix, identities: Mapping[str, str], models: Mapping[str
     (unavailable ones) get no cells. `variants` maps each model to the variants it is converted with.
     """
     code = cell_code_digest()
-    settings = matrix.run.model_dump(exclude={"timeouts", "memory_limit_mb"})  # limits, not what a cell computes
+    settings = matrix.run.model_dump()  # limits included: a timeout or out-of-memory verdict is theirs
+    limits = {"convert_s": matrix.run.timeouts.convert_s, "memory_limit_mb": matrix.run.memory_limit_mb}
     converters = [t for t in matrix.converter_ids if t in identities]
     runtimes = [t for t in matrix.runtime_ids if t in identities]
     conversions, cells = [], []
@@ -122,7 +125,7 @@ def make_plan(matrix: Matrix, identities: Mapping[str, str], models: Mapping[str
                        for runtime in runtimes for api in matrix.run.apis for memory in variant.memory}
             for converter in converters:
                 key = digest("convert", name, variant_id, identities[converter], model.sha256, variant.flags, quantize,
-                             code)  # two models may share one ONNX file (a prefill and a decode step)
+                             limits, code)  # two models may share one ONNX file (a prefill and a decode step)
                 conversion = Conversion(converter, name, variant_id, tuple(variant.flags), quantize, key)
                 conversions.append(conversion)
                 cells += [Cell(conversion, runtime, api, memory, _hash(key, value), value)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 
 from harness.client import Client
 from harness.config import Matrix
-from harness.plan import digest
+from harness.plan import code_digest, digest
 from harness.progress import Progress
 from harness.protocol import Description
 from harness.records import ToolchainRecord
@@ -38,12 +39,15 @@ def ready_toolchains(matrix: Matrix, workspace: Workspace,
 
 
 def _describe(toolchain: Toolchain, provenance: dict) -> Description:
-    """What a worker of the toolchain says of itself, asked once per provisioned environment (an env or image whose
-    provenance is unchanged says the same): kept in `<workspace>/toolchains/`."""
-    cached = toolchain.workspace.root / "toolchains" / f"{toolchain.id}-{digest(provenance)[:16]}.json"
-    if cached.is_file():
+    """What a worker of the toolchain says of itself, asked once per provisioned environment and worker code (the
+    same env or image and the same worker say the same): kept in `<workspace>/toolchains/`."""
+    key = digest(provenance, code_digest(("worker.py", "protocol.py")))[:16]
+    cached = toolchain.workspace.root / "toolchains" / f"{toolchain.id}-{key}.json"
+    try:
         data = json.loads(cached.read_text())
         return Description(**{**data, "capabilities": tuple(data["capabilities"])})
+    except (OSError, ValueError, TypeError, KeyError):  # not asked yet, or a file cut short: ask
+        pass
     with scratch() as directory:
         worker = Worker(toolchain, directory, "describe")
         try:
@@ -51,7 +55,9 @@ def _describe(toolchain: Toolchain, provenance: dict) -> Description:
         finally:
             worker.close()
     cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_text(json.dumps(dataclasses.asdict(described)))
+    partial = cached.with_suffix(f".{os.getpid()}.partial")
+    partial.write_text(json.dumps(dataclasses.asdict(described)))
+    partial.replace(cached)
     return described
 
 

@@ -21,7 +21,7 @@ from harness import judge
 from harness.calibration import calibration_dir
 from harness.mnnfiles import write_test_dir
 from harness.modelstore import PreparedModel
-from harness.plan import cell_code_digest
+from harness.plan import harness_digest
 from harness.records import CellRecord, ConversionRecord, Results, ToolchainRecord, Verdict
 from harness.report.markdown import environment
 from harness.store import converted_path
@@ -54,14 +54,14 @@ def failing_groups(results: Results, models: Container[str] | None = None) -> di
             if any(c.outcome.verdict not in (Verdict.PASS, Verdict.NOT_RUN) for c in cells)}
 
 
-def write_bundles(results: Results, models: dict[str, PreparedModel], store: Path, out: Path,
-                  advance: Callable[[], None] = lambda: None) -> list[Path]:
-    """A bundle (directory and .tar.gz) for every failing cell of `models`, one per converter, runtime, model and
-    variant."""
+def write_bundles(results: Results, groups: dict[str, list[CellRecord]], models: dict[str, PreparedModel],
+                  store: Path, out: Path, advance: Callable[[], None] = lambda: None) -> list[Path]:
+    """A bundle (directory and .tar.gz) for each of `failing_groups`: one per converter, runtime, model and
+    variant with a failure."""
     archives: list[Path] = []
     test_dirs: dict[str, Path] = {}
     conversions = {(c.converter, c.model, c.variant): c for c in results.conversions}
-    for key, cells in failing_groups(results, models).items():
+    for key, cells in groups.items():
         archives.append(write_bundle(results, cells, models[cells[0].model], store, out / key, test_dirs,
                                      conversions))
         advance()
@@ -92,7 +92,7 @@ def write_bundle(results: Results, cells: list[CellRecord], model: PreparedModel
                       "reason": c.outcome.reason, "log_excerpt": c.outcome.log_excerpt} for c in cells],
         "toolchains": {t: toolchains[t].model_dump(include={"id", "kind", "version", "provenance"})
                        for t in (first.converter, first.runtime)},
-        "conversion": conversion.key, "harness": cell_code_digest(),  # what its model and shipped code came from
+        "conversion": conversion.key, "harness": harness_digest(),  # what its model and every shipped file came from
     }
     described = json.dumps(cell, indent=1)
     archive = target.with_name(target.name + ".tar.gz")

@@ -18,15 +18,15 @@ Result = TypeVar("Result", ConversionRecord, CellRecord)
 class Runner:
     """Schedules tasks on `jobs` threads and hands on their records."""
 
-    def __init__(self, jobs: int, on_interrupt: Callable[[], None] = lambda: None) -> None:
-        self.jobs, self.on_interrupt = jobs, on_interrupt
+    def __init__(self, jobs: int) -> None:
+        self.jobs = jobs
 
     def execute(self, items: Iterable[Item], task: Callable[[Item], Result],
                 on_record: Callable[[Result], None] = lambda record: None) -> None:
         """Run `task` over `items` on `jobs` threads, calling `on_record` with each record as it arrives.
 
         On an interrupt, pending items are dropped and in-flight ones are not handed on, so what was stored holds
-        only cells that really finished; `on_interrupt` (closing the workers) runs before the exception goes on.
+        only cells that really finished; the caller closes the workers, which ends the cells in flight.
         """
         pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="cell")
         futures = [pool.submit(guarded, task, item) for item in items]
@@ -35,7 +35,6 @@ class Runner:
                 on_record(future.result())
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
-            self.on_interrupt()
             raise
         pool.shutdown()
 

@@ -102,7 +102,8 @@ class Store:
     def _insert(self, table: str, key: str, *values: str) -> None:
         with self._lock:
             self._pending.setdefault(table, []).append((key, *values))
-            self._written.add(key)
+            if self.fresh:
+                self._written.add(key)
             if time.monotonic() - self._flushed > FLUSH_S:
                 self._flush()
 

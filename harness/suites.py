@@ -17,6 +17,11 @@ from harness.selection import Selection, is_model_path
 from harness.workspace import Workspace
 from models import real
 
+# Every model and tag `--model` and matrix.yaml may name: the zoo, and the real family (listed apart in models/real.py,
+# which needs no torch to import).
+CATALOG = {**zoo.ZOO, **real.REAL}
+CATALOG_TAGS = zoo.TAGS | real.TAGS
+
 
 @dataclass
 class SuiteModels:
@@ -60,11 +65,10 @@ def zoo_variants(matrix: Matrix, selection: Selection) -> dict[str, list[str]]:
     if selection.models and not picks:
         return {}  # only the user's own models
     variants: dict[str, list[str]] = {}
-    catalog = {**zoo.ZOO, **real.REAL}  # the real family is listed apart: models/real.py, without torch
     for chosen in matrix.models:
-        names = [chosen.name] if chosen.name else sorted(n for n, s in catalog.items() if chosen.tag in s.tags)
+        names = [chosen.name] if chosen.name else sorted(n for n, s in CATALOG.items() if chosen.tag in s.tags)
         for name in names:
-            if picks and name not in picks and not picks & set(catalog[name].tags):
+            if picks and name not in picks and not picks & set(CATALOG[name].tags):
                 continue
             merged = variants.setdefault(name, [])
             merged += [v for v in chosen.variants
@@ -87,7 +91,7 @@ def zoo_selection_problems(selection: Selection) -> list[str]:
     """`--model` names that are neither a zoo model, a tag, nor an ONNX file."""
     return [f"--model {name}: no zoo model or tag of that name, and not a path to an .onnx file"
             for name in selection.models if not is_model_path(name)
-            and not {name} & (set(zoo.ZOO) | set(zoo.TAGS) | set(real.REAL) | real.TAGS)]
+            and name not in CATALOG and name not in CATALOG_TAGS]
 
 
 @dataclass(frozen=True)

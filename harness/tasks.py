@@ -9,8 +9,6 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
-
 from harness import judge, verdicts
 from harness.calibration import calibration_dir, write_calibration
 from harness.client import Client, RunResult, ToolResult
@@ -51,8 +49,6 @@ class Tasks:
                         for toolchain in pool.toolchains}
         self.conversions: dict[str, ConversionRecord] = {}  # by key: set by the scheduler before runs
         self._calibration_lock = threading.Lock()
-        self._data: dict[str, tuple[dict, dict]] = {}
-        self._data_lock = threading.Lock()
 
     # -------------------------------------------------------------- conversions
 
@@ -126,13 +122,13 @@ class Tasks:
         conversion = self.conversions[cell.conversion.key]
         base = dict(key=cell.key, converter=cell.converter, runtime=cell.runtime, model=cell.model,
                     variant=cell.variant, api=cell.api, memory=cell.memory)
-        inputs, reference = self.data(cell.model)
+        model = self.models[cell.model]
+        inputs, reference = model.load_inputs(), model.load_reference()  # read once per process
         result = self._run(cell, self.store.converted_path(conversion.key), inputs, list(reference),
                            self.matrix.run.repeat)
         if result.failure is not None:
             return CellRecord(**base, outcome=result.failure, wall_s=result.reply.wall_s if result.reply else 0.0)
         reply = result.reply
-        model = self.models[cell.model]
         tolerance = Tolerance(**model.tolerance) if model.tolerance else self.matrix.variant(cell.variant).tolerance
         deltas = [compare_output(name, result.repeats[0][name], reference[name], tolerance) for name in reference]
         differs = disagreement(result.repeats)
@@ -159,10 +155,3 @@ class Tasks:
         """Native output without this run's own paths, so that where a run ran never shows in its results."""
         return text.replace(str(self.store.root), "<store>").replace(str(self.pool.scratch), "<scratch>")
 
-    def data(self, model: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """A model's inputs and reference outputs, read once."""
-        with self._data_lock:  # cells of one model run on several threads
-            if model not in self._data:
-                prepared = self.models[model]
-                self._data[model] = (prepared.load_inputs(), prepared.load_reference())
-            return self._data[model]

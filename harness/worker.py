@@ -397,8 +397,7 @@ def llm(header: dict, _arrays: dict) -> tuple[dict, dict]:
         generated = engine.generate(prompt)
     generate_s = time.perf_counter() - start
     del engine
-    reply = {"ids": [int(i) for i in generated], "load_s": load_s, "generate_s": generate_s,
-             "api": "generate", "logits": False}
+    reply = {"ids": [int(i) for i in generated], "load_s": load_s, "generate_s": generate_s, "logits": False}
     engine = _llm_loaded(mllm, header["config"])
     if not hasattr(engine, "forward"):
         return reply, {}
@@ -423,8 +422,7 @@ def _llm_loaded(mllm, config: str):
     return engine
 
 
-HANDLERS = {"describe": describe, "convert": convert, "quantize": quantize, "run": run}
-HANDLERS["llm"] = llm
+HANDLERS = {"describe": describe, "convert": convert, "quantize": quantize, "run": run, "llm": llm}
 
 
 # ---------------------------------------------------------------- main loop

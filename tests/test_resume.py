@@ -1,4 +1,4 @@
-"""An interrupted run loses at most the cells in flight; running again resumes it."""
+"""An interrupted run loses at most the cells in flight (and the store's last second); running again resumes it."""
 
 from __future__ import annotations
 

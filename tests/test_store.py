@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.matrix import remember_documents, run_matrix
+from harness.matrix import run_matrix, run_suite
 from harness.progress import Progress
 from harness.records import Results
-from harness.report import document, read_results, write_results
+from harness.report import document, read_results
 from harness.selection import Selection
+from harness.suites import ZOO
 from harness.workspace import Workspace
 
 CONFIG = {
@@ -47,7 +48,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, workspace: Workspace, toolcha
         return run_matrix(root / "matrix.yaml", Selection(), space, jobs=2, fresh=fresh, progress=progress,
                           target=target), progress
 
-    made = {"fresh": run(True), "rerun": run(False), "root": root, "run": run}
+    made = {"fresh": run(True), "rerun": run(False), "root": root, "run": run, "space": space}
     return made
 
 
@@ -76,9 +77,9 @@ def test_the_same_plan_into_the_same_place_writes_nothing_and_fresh_ignores_the_
     root, run = runs["root"], runs["run"]
     fresh, _ = runs["fresh"]
     target = root / "out"
-    results, _ = run(False, target)
-    written = write_results(results, target)
-    remember_documents(Workspace(root / "ws"), target, results.run.plan, written)
+    results, written = run_suite(root / "matrix.yaml", Selection(), runs["space"], 2, False, Progress(quiet=True),
+                                 ZOO, target)
+    assert results is not None and written
     again, _ = run(False, target)
     assert again is None, "nothing changed: the documents stand"
     (target / "results.md").write_text("edited")

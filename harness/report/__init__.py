@@ -37,7 +37,7 @@ def document(results: Results) -> tuple[str, bytes]:
         return "results.json", results.model_dump_json(indent=1).encode()
     from harness.merge import in_order
 
-    with _no_cycle_collection():
+    with no_cycle_collection():
         results = in_order(results)
         tables = {name: table(getattr(results, name), *layout) for name, layout in TABLES.items()}
     if any(t is None for t in tables.values()):  # two records of one identity: keep them all, as plain records
@@ -96,14 +96,15 @@ def write_results(results: Results, out: Path, baseline: Results | None = None) 
     `baseline` (the previous run) marks new findings. Files of the other size class left from an earlier run are
     removed; returns the paths written."""
     from harness.report.html import render_html
-    from harness.report.markdown import render_markdown
+    from harness.report.markdown import context, render_markdown
 
     out.mkdir(parents=True, exist_ok=True)
-    with _no_cycle_collection():
+    with no_cycle_collection():
         name, data = document(results)
-        files = {name: data, "results.md": render_markdown(results, baseline).encode()}
+        shown = context(results, baseline)  # findings, grid and drift: one computation for both pages
+        files = {name: data, "results.md": render_markdown(results, baseline, shown).encode()}
         if len(results.cells) <= HTML_UP_TO:
-            files["results.html"] = render_html(results, baseline).encode()
+            files["results.html"] = render_html(results, baseline, shown).encode()
     for stale in {"results.json", "results.json.gz", "results.html"} - set(files):
         (out / stale).unlink(missing_ok=True)
     for file_name, content in files.items():
@@ -123,7 +124,7 @@ def read_results(source: str | Path) -> Results:
         data = Path(text).read_bytes()
     if data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)
-    with _no_cycle_collection():
+    with no_cycle_collection():
         if b'"cells_table":' not in data:  # a plain document (or an older compact one): validated as it is
             return Results.model_validate_json(data)
         fields = json.loads(data)
@@ -136,7 +137,7 @@ def read_results(source: str | Path) -> Results:
 
 
 @contextmanager
-def _no_cycle_collection() -> Iterator[None]:
+def no_cycle_collection() -> Iterator[None]:
     """Hundreds of thousands of new records, none of them garbage: without this, Python's cycle collector runs over
     them again and again, which doubles the time a large document takes to read."""
     enabled = gc.isenabled()

@@ -99,7 +99,7 @@ def pair_views(results: Results, findings: list[Finding], drift: list[Drift]) ->
 def failing_models(results: Results) -> list[str]:
     """Models with a failing cell, and every model the user brought (their own file): shown with a grid."""
     failing = {c.model for c in results.cells if counted(c) and c.outcome.verdict != Verdict.PASS}
-    return [m.name for m in results.models if m.name in failing or m.source not in ("zoo", "onnx-node")]
+    return [m.name for m in results.models if m.name in failing or "user" in m.tags]
 
 
 def model_grid(results: Results, model: str, order: VersionOrder, numbers: dict[tuple, int]

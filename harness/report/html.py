@@ -82,8 +82,9 @@ def packed(data: dict) -> str:
     return base64.b64encode(gzip.compress(text.encode(), compresslevel=9, mtime=0)).decode()
 
 
-def render_html(results: Results, baseline: Results | None = None) -> str:
-    ctx = context(results, baseline)
+def render_html(results: Results, baseline: Results | None = None, ctx: dict | None = None) -> str:
+    """results.html; `ctx` is `markdown.context(results, baseline)` when the caller has it."""
+    ctx = ctx or context(results, baseline)
     order = ctx["o"]
     ops = compact.op_rows(results, order) if results.op_support else []
     data = page_data(results, order)

@@ -43,9 +43,10 @@ def context(results: Results, baseline: Results | None = None) -> dict:
                 meanings=MEANINGS, Verdict=Verdict)
 
 
-def render_markdown(results: Results, baseline: Results | None = None) -> str:
-    """results.md: findings first; `baseline` (the previous run) marks the findings it did not have."""
-    ctx = context(results, baseline)
+def render_markdown(results: Results, baseline: Results | None = None, ctx: dict | None = None) -> str:
+    """results.md: findings first; `baseline` (the previous run) marks the findings it did not have; `ctx` is
+    `context(results, baseline)` when the caller has it."""
+    ctx = ctx or context(results, baseline)
     order, numbers = ctx["o"], {f.cause: f.number for f in ctx["findings"]}
     if results.suite == "onnx-node":
         return environment().get_template("onnx-node.md.j2").render(

@@ -1,4 +1,5 @@
-"""Aggregates of a results document that every renderer shows: the grid, failures, op gaps."""
+"""Aggregates of a results document that every renderer shows: verdict symbols and counts, the per-pair tallies of
+the HTML grid, unavailable toolchains, and a cell's most telling delta."""
 
 from __future__ import annotations
 
@@ -45,23 +46,11 @@ class PairCount:
     verdicts: Counter = field(default_factory=Counter)
 
 
-@dataclass
-class OpGap:
-    op: str
-    verdicts: Counter = field(default_factory=Counter)
-    converters: set = field(default_factory=set)  # where the converter rejected the op
-    runtimes: set = field(default_factory=set)  # where a runtime failed on it
-    example: str = ""
-
-
 class Summary:
     """Computed once from Results; every figure it gives is a count of cells in the results."""
 
     def __init__(self, results: Results) -> None:
         self.results = results
-        ok = [t for t in results.toolchains if t.status == "ok"]
-        self.converters = [t.id for t in ok if "convert" in t.roles]
-        self.runtimes = [t.id for t in ok if "run" in t.roles]
         self.unavailable = [t for t in results.toolchains if t.status != "ok"]
         self.grid: dict[tuple[str, str], PairCount] = defaultdict(PairCount)
         for cell in results.cells:  # an API's documented limit or a run not made says nothing of the pairing
@@ -70,44 +59,6 @@ class Summary:
             count.passed += cell.outcome.verdict == Verdict.PASS
             count.verdicts[cell.outcome.verdict] += 1
         self.verdicts = Counter(cell.outcome.verdict for cell in results.cells)
-
-    @property
-    def failures(self) -> list[CellRecord]:
-        return [c for c in self.results.cells if c.outcome.verdict not in (Verdict.PASS, *NEUTRAL_VERDICTS)]
-
-    @property
-    def limits(self) -> list[CellRecord]:
-        """Cells an API's documented limit or the harness's inputs kept from running (not counted as failures)."""
-        return [c for c in self.results.cells if c.outcome.verdict in NEUTRAL_VERDICTS]
-
-    def model_rows(self, model: str) -> list[tuple[str, str, list[CellRecord | None]]]:
-        """For one model: a row per (variant, api), a column per (converter, runtime) pair."""
-        cells = {(c.variant, c.api, c.converter, c.runtime): c for c in self.results.cells if c.model == model}
-        keys = sorted({(c.variant, c.api) for c in self.results.cells if c.model == model},
-                      key=lambda k: ([v.id for v in self.results.variants].index(k[0]), k[1]))
-        return [(variant, api, [cells.get((variant, api, conv, run)) for conv, run in self.pairs])
-                for variant, api in keys]
-
-    @property
-    def pairs(self) -> list[tuple[str, str]]:
-        return [(conv, run) for conv in self.converters for run in self.runtimes]
-
-    def op_gaps(self) -> list[OpGap]:
-        """Every op a failure's log blames: where the converter or runtime failed on it."""
-        gaps: dict[str, OpGap] = {}
-        for record in [*self.results.conversions, *self.results.cells]:
-            outcome = record.outcome
-            if outcome.verdict == Verdict.PASS or outcome.verdict in NEUTRAL_VERDICTS:
-                continue
-            for op in outcome.ops:
-                gap = gaps.setdefault(op, OpGap(op))
-                gap.verdicts[outcome.verdict] += 1
-                if outcome.stage in ("convert", "quantize"):
-                    gap.converters.add(record.converter)
-                else:
-                    gap.runtimes.add(f"{record.converter} → {record.runtime}")
-                gap.example = gap.example or outcome.reason
-        return sorted(gaps.values(), key=lambda g: (-sum(g.verdicts.values()), g.op))
 
 
 def worst_delta(cell: CellRecord) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TextIO
 
 from harness.config import ToolchainSpec
+from harness.judge import tail
 from harness.supervisor import Process
 from harness.workspace import Workspace
 
@@ -35,6 +38,22 @@ class Toolchain(ABC):
     @abstractmethod
     def launch(self, socket_path: Path, log_path: Path) -> Process:
         """Start `worker.py` in this toolchain's environment, connecting to `socket_path`."""
+
+
+def run_step(argv: list[str], log: TextIO, failure: str, error: type[ProvisionError] = ProvisionError) -> str:
+    """One step of making an environment, logged; `error` (saying `failure` and the output's error line) if it
+    fails. Returns its standard output."""
+    log.write(f"$ {' '.join(argv)}\n")
+    log.flush()
+    done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    log.write(done.stdout + done.stderr)
+    log.flush()
+    if done.returncode != 0:
+        output = done.stdout + done.stderr
+        reason = next((line.strip() for line in reversed(output.splitlines())
+                       if line.startswith("ERROR") or "Error" in line), f"exit code {done.returncode}")
+        raise error(f"{failure}: {reason}", tail(output))
+    return done.stdout
 
 
 def make_toolchain(spec: ToolchainSpec, workspace: Workspace) -> Toolchain:

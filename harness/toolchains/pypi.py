@@ -12,9 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.judge import tail
 from harness.supervisor import WORKER_ENVIRONMENT, WORKER_SCRIPT, LocalProcess, Process
-from harness.toolchains import ProvisionError, Toolchain
+from harness.toolchains import ProvisionError, Toolchain, run_step
 
 PROBE = ("import json, platform, MNN, numpy; print('\\nPROBE ' + json.dumps({'mnn_version': MNN.version(), "
          "'numpy_version': numpy.__version__, 'python': platform.python_version()}))")
@@ -67,13 +66,13 @@ class PypiToolchain(Toolchain):
         self.env_dir.parent.mkdir(parents=True, exist_ok=True)
         log_path = self.env_dir.with_suffix(".log")
         with log_path.open("w") as log:
-            self._step([sys.executable, "-m", "venv", str(self.env_dir)], log, "could not create a venv")
+            run_step([sys.executable, "-m", "venv", str(self.env_dir)], log, "could not create a venv")
             constraints = self.env_dir / "constraints.txt"
             constraints.write_text("".join(f"{pin}\n" for pin in self.constraints))
-            self._step([str(self.python), "-m", "pip", "install", "--disable-pip-version-check",
+            run_step([str(self.python), "-m", "pip", "install", "--disable-pip-version-check",
                         "--retries", "2", "--timeout", "60", "-c", str(constraints), *self.requirements], log,
                        f"pip could not install {' '.join(self.requirements)}")
-            probe = self._step([str(self.python), "-I", "-c", PROBE], log, "MNN does not import")
+            probe = run_step([str(self.python), "-I", "-c", PROBE], log, "MNN does not import")
         provenance = json.loads(next(line[6:] for line in probe.splitlines() if line.startswith("PROBE ")))
         if provenance["mnn_version"] != self.spec.version:
             raise ProvisionError(f"installed MNN reports version {provenance['mnn_version']}, "
@@ -92,16 +91,3 @@ class PypiToolchain(Toolchain):
                 [str(self.python), "-I", str(WORKER_SCRIPT), "--socket", str(socket_path), "--log", str(log_path),
                  *mode], stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                 env={**os.environ, **WORKER_ENVIRONMENT}))
-
-    def _step(self, argv: list[str], log, failure: str) -> str:
-        log.write(f"$ {' '.join(argv)}\n")
-        log.flush()
-        done = subprocess.run(argv, capture_output=True, text=True)
-        log.write(done.stdout + done.stderr)
-        log.flush()
-        if done.returncode != 0:
-            output = done.stdout + done.stderr
-            reason = next((line.strip() for line in reversed(output.splitlines())
-                           if line.startswith("ERROR") or "Error" in line), f"exit code {done.returncode}")
-            raise ProvisionError(f"{failure}: {reason}", tail(output))
-        return done.stdout
