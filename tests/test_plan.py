@@ -56,6 +56,15 @@ def test_keys_follow_what_decides_an_outcome(tmp_path: Path) -> None:
     assert not {c.key for c in changed.cells if c.variant == "fp32"} & {c.key for c in plan.cells}
 
 
+def test_keys_follow_the_limits_that_decide_timeouts_and_out_of_memory(tmp_path: Path) -> None:
+    """A stored timeout or out-of-memory verdict holds only under the limits it was reached with."""
+    plan = plan_for(tmp_path, CONFIG)
+    slower = plan_for(tmp_path, {**CONFIG, "run": {**CONFIG["run"], "timeouts": {"convert_s": 600, "run_s": 30}}})
+    assert not {c.key for c in slower.conversions} & {c.key for c in plan.conversions}
+    larger = plan_for(tmp_path, {**CONFIG, "run": {**CONFIG["run"], "memory_limit_mb": 12345}})
+    assert not {c.key for c in larger.cells} & {c.key for c in plan.cells}
+
+
 def test_keys_follow_the_code_that_decides_a_cell_and_nothing_else(tmp_path: Path, monkeypatch) -> None:
     from harness import plan
 

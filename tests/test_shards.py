@@ -81,3 +81,5 @@ def test_the_command_line_merges_documents_and_refuses_documents_of_other_runs(r
         merge([runs[1], runs[2]])
     with pytest.raises(MergeError, match=r"each of 1\.\.3 is needed once"):
         merge([runs[1], runs[2], runs[2]])
+    with pytest.raises(MergeError, match="not the shards of one run"):  # an unsharded document is no shard
+        merge([runs[1], runs[2], runs["whole"]])
