@@ -50,7 +50,7 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
     started, clock = datetime.now(timezone.utc), time.monotonic()
     suite = SUITES[suite] if isinstance(suite, str) else suite
     if suite.run is not None:  # a suite with a run of its own (llm)
-        return suite.run(config, selection, workspace, jobs, fresh, progress)
+        return suite.run(config, selection, workspace, jobs, fresh, progress, reproducers, target)
     matrix = load(config, selection, suite)
     chosen = suite.models(matrix, selection, workspace, progress)
     toolchains, toolchain_records = ready_toolchains(matrix, workspace, progress)
@@ -179,6 +179,15 @@ def run_suite(config: Path, selection: Selection, workspace: Workspace, jobs: in
         if history is not None:
             written.append(keep_history(results, history, written[0]))  # written[0]: the results document
     return results, written
+
+
+def documents_current(workspace: Workspace, target: Path, plan: str, fresh: bool) -> bool:
+    """Whether the documents a run of `plan` wrote to `target` are all still there, unchanged (never if `fresh`)."""
+    store = Store(workspace.store, fresh=fresh)
+    try:
+        return store.current(target, plan)
+    finally:
+        store.close()
 
 
 def remember_documents(workspace: Workspace, target: Path, plan: str, files: list[Path]) -> None:

@@ -51,20 +51,23 @@ class Source:
             return self.ref  # a commit: fetching it checks that it exists
         raise SourceError(f"{self.location}: no ref {self.ref!r}")
 
-    def export(self, sha: str, destination: Path) -> list[str]:
-        """Write the tree at `sha` into `destination`; return paths skipped because the repository lacks them."""
+    def export(self, sha: str, destination: Path, paths: tuple[str, ...] = ()) -> list[str]:
+        """Write the tree at `sha` (only `paths` in it, if given) into `destination`; return paths skipped because
+        the repository lacks them."""
         shutil.rmtree(destination, ignore_errors=True)
         destination.mkdir(parents=True)
         if self.is_directory:
-            shutil.copytree(self.location, destination, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".git"))
+            for path in paths or (".",):
+                shutil.copytree(Path(self.location) / path, destination / path, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns(".git"))
             return []
         git_dir = _git_dir(Path(self.location)) if Path(self.location).is_dir() else self._fetch(sha, destination)
-        archive = subprocess.run(["git", "--git-dir", git_dir, "archive", sha], capture_output=True)
+        archive = subprocess.run(["git", "--git-dir", git_dir, "archive", sha, *paths], capture_output=True)
         if archive.returncode == 0:
             with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
                 tar.extractall(destination, filter="data")
             return []
-        return _export_present_blobs(git_dir, sha, destination, self)
+        return _export_present_blobs(git_dir, sha, destination, self, paths)
 
     def _fetch(self, sha: str, destination: Path) -> str:
         """A shallow fetch of one commit from a remote repository into a scratch git directory."""
@@ -75,9 +78,10 @@ class Source:
         return str(scratch)
 
 
-def _export_present_blobs(git_dir: str, sha: str, destination: Path, source: Source) -> list[str]:
+def _export_present_blobs(git_dir: str, sha: str, destination: Path, source: Source, paths: tuple[str, ...] = ()
+                          ) -> list[str]:
     """Export file by file, skipping blobs a partial mirror lacks (large binaries, typically)."""
-    listing = _git(["--git-dir", git_dir, "ls-tree", "-r", "-z", sha], source).split("\0")
+    listing = _git(["--git-dir", git_dir, "ls-tree", "-r", "-z", sha, *paths], source).split("\0")
     entries = [line.split("\t", 1) for line in listing if line]
     batch = subprocess.Popen(["git", "--git-dir", git_dir, "cat-file", "--batch"], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE)

@@ -105,16 +105,19 @@ class Suite:
     op_support: bool  # aggregate an op-support table and coverage scores (one op per model)
     selection_problems: Callable[[Selection], list[str]] = lambda _selection: []
     run: Callable[..., object] | None = None  # llm: a run of its own (harness.llm.run), not converter x runtime
-    default: bool = True  # part of a run that names no suite (llm: only with --suite llm)
+    owns: Callable[[str], bool] | None = None  # a suite with models of its own: whether a --model names one
 
     def enabled(self, matrix: Matrix, selection: Selection) -> bool:
-        """Part of a run that names no suite: the zoo always; the node suite when enabled and no --model is given."""
-        return self.default and (not self.op_support or (matrix.onnx_node.enabled and not selection.models))
+        """Part of a run that names no suite: the zoo always; the node suite when enabled and no --model is given;
+        a suite with models of its own unless --model names none of them (or the run is a shard: it has no shards)."""
+        if self.owns is not None:
+            return not selection.shard and (not selection.models or any(self.owns(n) for n in selection.models))
+        return not self.op_support or (matrix.onnx_node.enabled and not selection.models)
 
 
 ZOO = Suite("zoo", zoo_suite, "", reproducers=True, op_support=False, selection_problems=zoo_selection_problems)
 NODE = Suite(nodesuite.SUITE, node_suite, nodesuite.SUITE, reproducers=False, op_support=True)
-# --- the llm suite (harness/llm): MNN's LLM exporter x MNN.llm, run only when named (--suite llm) ---
+# --- the llm suite (harness/llm): MNN's LLM exporter x MNN.llm ---
 
 
 def _run_llm(*args, **kwargs):
@@ -123,7 +126,13 @@ def _run_llm(*args, **kwargs):
     return run_llm_suite(*args, **kwargs)
 
 
-LLM = Suite("llm", lambda *_args: SuiteModels(), "llm", reproducers=False, op_support=False, run=_run_llm,
-            default=False)
+def _llm_model(name: str) -> bool:
+    from harness.llm.models import TINY
+
+    return name in TINY
+
+
+LLM = Suite("llm", lambda *_args: SuiteModels(), "llm", reproducers=True, op_support=False, run=_run_llm,
+            owns=_llm_model)
 # --- end of the llm suite ---
 SUITES = {suite.name: suite for suite in (ZOO, NODE, LLM)}

@@ -372,9 +372,10 @@ def _describe_exception(error: BaseException) -> str:
 
 # ---------------------------------------------------------------- llm: PyMNN's LLM runtime (harness/llm)
 # Every difference between versions of `MNN.llm` is handled here: `load` returns None before 3.6; `generate` takes
-# a token budget from 3.2 on (before, the config's max_new_tokens); `reset` exists from 3.2 on (3.4+ is stateful:
-# reset first); `forward` appears in 3.0. Each instance is used for one call: generating, then a fresh instance for
-# the first step's logits (reusing one instance after `forward` crashes some versions).
+# a token budget from 3.1 on (before, the config's max_new_tokens holds, and a second argument crashes its argument
+# parsing); `reset` exists from 3.2 on (3.4+ is stateful: reset first); `forward` appears in 3.0. Each instance is
+# used for one call: generating, then a fresh instance for the first step's logits (reusing one instance after
+# `forward` crashes some versions).
 
 
 def llm(header: dict, _arrays: dict) -> tuple[dict, dict]:
@@ -391,10 +392,7 @@ def llm(header: dict, _arrays: dict) -> tuple[dict, dict]:
     if hasattr(engine, "reset"):
         engine.reset()
     start = time.perf_counter()
-    try:
-        generated = engine.generate(prompt, budget)
-    except TypeError:  # before 3.2: no budget argument, the config's max_new_tokens holds
-        generated = engine.generate(prompt)
+    generated = engine.generate(prompt, budget) if _release() >= (3, 1) else engine.generate(prompt)
     generate_s = time.perf_counter() - start
     del engine
     reply = {"ids": [int(i) for i in generated], "load_s": load_s, "generate_s": generate_s, "logits": False}
@@ -411,6 +409,14 @@ def llm(header: dict, _arrays: dict) -> tuple[dict, dict]:
     del engine
     reply["logits"] = True
     return reply, {"logits": values}
+
+
+def _release() -> tuple[int, ...]:
+    """MNN's version as numbers ("3.0.1" -> (3, 0, 1)); a version that is not numbers counts as the newest."""
+    import MNN
+
+    parts = MNN.version().split(".")[:3]
+    return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else (99,)
 
 
 def _llm_loaded(mllm, config: str):

@@ -1,10 +1,12 @@
-"""The llm suite on real MNN: MNN's own LLM exporter (from the MNN repository at a release tag) with a wheel's
-converter, and MNN.llm of several wheels. Needs the exporter venv (made on first use) and an MNN git repository
-($MNN_MATRIX_MNN_REPO, or the developer machines' mirror)."""
+"""The llm suite on real MNN: MNN's own LLM exporter (from the MNN repository at a release tag) with a toolchain's
+converter (a wheel's venv, or a container), and MNN.llm of several wheels. Needs the exporter venv (made on first
+use) and the MNN git repository (GitHub, or a mirror in $MNN_MATRIX_MNN_REPO)."""
 
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,22 +14,25 @@ import pytest
 from harness.client import Client
 from harness.config import PypiSpec, Timeouts
 from harness.exporter_env import exporter_env
-from harness.llm.exporter import VARIANTS, ensure_extras, export, exporter_tree, repository
+from harness.llm.exporter import VARIANTS, Exporter, ensure_extras, export, exporter_tree
 from harness.llm.models import NEW_TOKENS, PROMPT, TINY, build_models
 from harness.llm.run import judge_package
 from harness.pool import WorkerPool
 from harness.records import ToolchainRecord, Verdict
+from harness.sources import UPSTREAM, Source, SourceError
 from harness.toolchains import make_toolchain
 from harness.workspace import Workspace
 
 VERSIONS = ("3.2.0", "3.4.0", "3.6.1")  # 3.2.0's wheel has no MNN.llm
 
-pytestmark = pytest.mark.skipif(repository() is None, reason="no MNN git repository to take the LLM exporter from: "
-                                "set MNN_MATRIX_MNN_REPO to a clone or mirror of alibaba/MNN")
-
 
 @pytest.fixture(scope="module")
 def llm_toolchains(workspace: Workspace) -> dict[str, object]:
+    try:
+        Source.of(UPSTREAM, "3.4.0").resolve()
+    except SourceError as error:
+        pytest.skip(f"no MNN git repository to take the LLM exporter from ({error}): set MNN_MATRIX_MNN_REPO to a "
+                    "clone or mirror of alibaba/MNN")
     made = {}
     for version in VERSIONS:
         made[f"pypi-{version}"] = make_toolchain(PypiSpec(id=f"pypi-{version}", kind="pypi", version=version),
@@ -37,18 +42,31 @@ def llm_toolchains(workspace: Workspace) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def package(workspace: Workspace, llm_toolchains, tmp_path_factory):
-    """tiny-qwen2 (untied embeddings) exported by 3.4.0's exporter with 3.4.0's converter, 8-bit weights (3.4.0 cannot
-    load what 3.6.1 exports: the older package is the one two versions share)."""
+def exporting(workspace: Workspace, llm_toolchains, tmp_path_factory):
+    """export(toolchain, version, model, variant[, under]): a package by `version`'s exporter tree with
+    `toolchain`'s converter (tree and package under `under`, which a container toolchain must see)."""
     env = exporter_env(workspace)
     env.ensure()
     root = tmp_path_factory.mktemp("llm")
-    model = build_models([TINY["tiny-qwen2"]], root / "models", env)["tiny-qwen2"]
-    tree = exporter_tree("3.4.0", root / "exporters")
-    made = export(tree, model, VARIANTS["q8"], "pypi-3.4.0", llm_toolchains["pypi-3.4.0"].python, "test", env,
-                  ensure_extras(env), root / "packages")
-    assert made.ok, made.reason + made.log_tail
-    return made, model
+    models = build_models(list(TINY.values()), root / "models", env)
+    extras = ensure_extras(env)
+
+    def make(toolchain, version: str, model: str, variant: str, under: Path = root):
+        record = ToolchainRecord(id=toolchain.id, kind="pypi", version=version, roles=["convert"], status="ok")
+        tree = exporter_tree(record, under / "exporters")
+        exporter = Exporter(toolchain.id, tree, tuple(toolchain.python_command(tree)), "test")
+        made = export(exporter, models[model], VARIANTS[variant], env, extras, under / "packages")
+        assert made.ok, made.reason + made.log_tail
+        return made, models[model]
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def package(exporting, llm_toolchains):
+    """tiny-qwen2 (untied embeddings) exported by 3.4.0's exporter with 3.4.0's converter, 8-bit weights (3.4.0 cannot
+    load what 3.6.1 exports: the older package is the one two versions share)."""
+    return exporting(llm_toolchains["pypi-3.4.0"], "3.4.0", "tiny-qwen2", "q8")
 
 
 def records(*ids: str, llm: bool = True) -> dict[str, ToolchainRecord]:
@@ -110,3 +128,51 @@ def test_a_crash_in_the_llm_runtime_is_isolated_and_recorded(package, llm_toolch
     assert failed.failure.verdict == Verdict.CRASH, failed.failure  # 3.4.0 reads past the truncated weights
     assert "SIGSEGV" in failed.failure.reason
     assert healthy.failure is None and len(healthy.reply.ids) == NEW_TOKENS
+
+
+def judged(made, model, runtimes: list[str], llm_toolchains) -> dict[str, object]:
+    pool = WorkerPool({r: llm_toolchains[r] for r in runtimes}, 2048, 1)
+    try:
+        cells = judge_package(made, model, runtimes, records(*runtimes), pool, Timeouts(), lambda count=1: None)
+    finally:
+        pool.close()
+    return {c.runtime: c.outcome for c in cells}
+
+
+def test_a_runtime_agreeing_with_a_wrong_exporter_run_is_not_a_pass(package, llm_toolchains, tmp_path: Path):
+    """Where the exporter's own runtime disagrees with transformers, it is no reference: the others are judged
+    against transformers too (here transformers' reference is replaced by another model's)."""
+    made, model = package
+    other = tmp_path / "model"
+    shutil.copytree(model.directory, other)
+    reference = json.loads((other / "reference.json").read_text())
+    reference["ids"] = [(i + 1) % 300 for i in reference["ids"]]
+    reference["logits"] = reference["logits"][1:] + reference["logits"][:1]
+    (other / "reference.json").write_text(json.dumps(reference))
+    outcomes = judged(made, replace(model, directory=other), ["pypi-3.4.0", "pypi-3.6.1"], llm_toolchains)
+    assert outcomes["pypi-3.4.0"].verdict == Verdict.WRONG_OUTPUT, outcomes["pypi-3.4.0"]
+    newer = outcomes["pypi-3.6.1"]
+    assert newer.verdict == Verdict.WRONG_OUTPUT and "transformers" in newer.reason, newer
+
+
+@pytest.mark.parametrize(("model", "pattern"), [("tiny-qwen2", "llm-module-load-failed"),
+                                                ("tiny-qwen2-tied", "llm-embedding-file-missing")])
+def test_a_newer_package_on_an_older_llm_runtime_is_charged_to_what_its_log_says(exporting, llm_toolchains,
+                                                                                  model: str, pattern: str):
+    """3.6.1's packages crash 3.4.0's MNN.llm; its log says why (these pin the two LLM patterns)."""
+    made, built = exporting(llm_toolchains["pypi-3.6.1"], "3.6.1", model, "default")
+    outcomes = judged(made, built, ["pypi-3.6.1", "pypi-3.4.0"], llm_toolchains)
+    assert outcomes["pypi-3.6.1"].verdict == Verdict.PASS, outcomes["pypi-3.6.1"]
+    older = outcomes["pypi-3.4.0"]
+    assert (older.verdict, older.pattern) == (Verdict.CRASH, pattern), older
+    assert older.log_excerpt, "the cell keeps the log lines that justify it"
+
+
+def test_an_exporter_drives_a_container_toolchains_converter(exporting, llm_toolchains, container_toolchain):
+    """A source toolchain's converter runs in its image (here the image of PyPI's 3.6.1 wheel); its package runs
+    like the venv's."""
+    toolchain, _client = container_toolchain
+    made, built = exporting(toolchain, "3.6.1", "tiny-llama", "q8", toolchain.workspace.root / "llm")
+    assert "docker" in (made.directory.parent / f"{made.directory.name}.mnnconvert").read_text()
+    outcomes = judged(replace(made, exporter="pypi-3.6.1"), built, ["pypi-3.6.1"], llm_toolchains)
+    assert outcomes["pypi-3.6.1"].verdict == Verdict.PASS, outcomes["pypi-3.6.1"]

@@ -89,3 +89,12 @@ def test_a_mirror_can_replace_the_repository(repo: Path, monkeypatch: pytest.Mon
     assert Source.of("https://github.com/alibaba/MNN.git", "HEAD", override=str(repo)).location == str(repo)
     monkeypatch.setenv(REPO_VARIABLE, str(repo))
     assert Source.of("https://github.com/alibaba/MNN.git", "HEAD").resolve() == git(repo, "rev-parse", "HEAD")
+
+
+@pytest.mark.parametrize("location", ["local", "url"])
+def test_export_can_take_one_directory_of_the_tree(repo: Path, tmp_path: Path, location: str) -> None:
+    """What the llm suite takes of each version: its exporter's directory, not the whole tree."""
+    source = Source(str(repo) if location == "local" else f"file://{repo}", "3.0.1")
+    assert source.export(source.resolve(), tmp_path / "out", ("include",)) == []
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["include"]
+    assert (tmp_path / "out" / "include" / "version.h").read_text() == "2.9.4\n"

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Builds PyMNN (converter included) and MNNConvert from the source at /src into /out.
+# Builds PyMNN (converter and LLM runtime included) and MNNConvert from the source at /src into /out.
 # Runs inside the builder image with no network. usage: build-mnn.sh <version> ; JOBS bounds make.
 set -euo pipefail
 VERSION=${1:?usage: build-mnn.sh <version>}
@@ -13,7 +13,10 @@ cd /src/pymnn/pip_package
 grep -q 'make MNN MNNTrain MNNConvertDeps -j32' build_deps.py
 sed "s/make MNN MNNTrain MNNConvertDeps -j32/make MNN MNNTrain MNNConvertDeps MNNConvert -j${JOBS}/" \
     build_deps.py > /tmp/build_deps_bounded.py
-python /tmp/build_deps_bounded.py
+# `llm` is what MNN documents for PyMNN's LLM runtime (MNN.llm): -DMNN_BUILD_LLM=ON, which also turns on
+# MNN_LOW_MEMORY and MNN_SUPPORT_TRANSFORMER_FUSE (and, at head, the omni parts), as in the PyPI wheels.
+python /tmp/build_deps_bounded.py llm
+grep -q '^MNN_BUILD_LLM:BOOL=ON' /src/pymnn_build/CMakeCache.txt
 # build_deps.py ignores failures (os.system): make again, so that a failure stops the build here.
 make -C /src/pymnn_build -j"${JOBS}" MNN MNNTrain MNNConvertDeps MNNConvert
 compiled=$(date +%s)

@@ -1,17 +1,16 @@
-"""LLM packages: MNN's exporter (transformers/llm/export at a toolchain's release tag) run in the exporter venv on a
-tiny model, driven with that toolchain's own converter through a wrapper that calls its `_tools` extension (never
-`MNN.tools.mnnconvert`, which pip-installs and uploads telemetry). Cached by exporter tree, model, variant and
-converter identity."""
+"""LLM packages: MNN's exporter (transformers/llm/export at a toolchain's commit or release tag) run in the exporter
+venv on a tiny model, driven with that toolchain's own converter through a wrapper that calls its `_tools` extension
+(never `MNN.tools.mnnconvert`, which pip-installs and uploads telemetry). A source toolchain's converter runs in its
+image. Cached by exporter tree, model, variant and converter identity."""
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
+import shlex
 import shutil
 import subprocess
-import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,18 +18,13 @@ from pathlib import Path
 from harness.exporter_env import OFFLINE, ExporterEnv
 from harness.judge import tail
 from harness.llm.models import NEW_TOKENS, BuiltLlm
-from harness.sources import REPO_VARIABLE
+from harness.records import ToolchainRecord
+from harness.sources import UPSTREAM, Source, SourceError
 
 EXPORT_DIR = "transformers/llm/export"
-MIRROR = Path("/work/.mirror/alibaba+MNN/repo")  # the developer machines' snapshot, when $MNN_MATRIX_MNN_REPO is unset
 EXTRAS = ("yaspin==3.5.1", "termcolor==3.3.0")  # the exporter's spinner: all it needs beyond the exporter venv
 EXPORT_TIMEOUT_S = 600
-WRAPPER = """#!{python}
-# mnnconvert for MNN's LLM exporter: the toolchain's own converter through its C extension, no telemetry.
-import sys
-import _tools
-_tools.mnnconvert(["mnnconvert", *sys.argv[1:]])
-"""
+CONVERT = "import sys, _tools; _tools.mnnconvert(['mnnconvert', *sys.argv[1:]])"
 RUN_CONFIG = "mnn-matrix-config.json"
 # What every runtime is told: one thread, greedy, a fixed budget, high precision (harness-controlled).
 RUN_SETTINGS = {"backend_type": "cpu", "thread_num": 1, "precision": "high", "memory": "high",
@@ -73,32 +67,48 @@ class Package:
         return self.directory / RUN_CONFIG
 
 
-def repository() -> Path | None:
-    """The MNN git repository exporters are taken from."""
-    chosen = os.environ.get(REPO_VARIABLE)
-    path = Path(chosen) if chosen else MIRROR
-    return path if path.exists() else None
+@dataclass(frozen=True)
+class Exporter:
+    """One toolchain's exporter: its tree, and the argv of the toolchain's Python that its converter runs in."""
+
+    toolchain: str
+    tree: Path
+    python: tuple[str, ...]
+    identity: str  # what decides its converter's output: the toolchain's version and environment or image
+
+    @property
+    def script(self) -> Path:
+        return self.tree / ("llmexport.py" if (self.tree / "llmexport.py").exists() else "llm_export.py")
 
 
-def exporter_tree(ref: str, root: Path) -> Path | None:
-    """transformers/llm/export at `ref` (extracted once under `root`), or None if the repository lacks it."""
-    target = root / ref
-    if (target / "llmexport.py").exists() or (target / "llm_export.py").exists():
-        return target
-    repo = repository()
-    if repo is None:
-        return None
-    archive = subprocess.run(["git", f"--git-dir={repo}", "archive", "--format=tar", ref, EXPORT_DIR],
-                             capture_output=True, check=False)
-    if archive.returncode != 0 or not archive.stdout:
-        return None
-    partial = root / f".{ref}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(partial, filter="data")
-    partial.joinpath(EXPORT_DIR).rename(target) if not target.exists() else None
-    shutil.rmtree(partial, ignore_errors=True)
-    return target
+def exporter_tree(record: ToolchainRecord, root: Path) -> Path:
+    """transformers/llm/export of the toolchain's MNN (a source toolchain's commit, a release's tag), extracted once
+    under `root` from its repository ($MNN_MATRIX_MNN_REPO, if set). Raises SourceError."""
+    provenance = record.provenance
+    if record.kind == "source":
+        source = Source.of(provenance.get("repository") or UPSTREAM, provenance["sha"])
+    else:
+        source = Source.of(UPSTREAM, record.version)
+    sha = source.resolve()
+    target = root / sha[:12]
+    if not (target / EXPORT_DIR).is_dir():
+        partial = root / f".{sha[:12]}.partial"
+        missing = source.export(sha, partial, (EXPORT_DIR,))
+        if not (partial / EXPORT_DIR).is_dir():
+            raise SourceError(f"{source.location} has no {EXPORT_DIR} at {record.version} ({sha[:12]})"
+                              + (f"; it lacks {len(missing)} files" if missing else ""))
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+        shutil.rmtree(root / f"{partial.name}.git", ignore_errors=True)  # a remote repository's one-commit fetch
+    return target / EXPORT_DIR
+
+
+def write_converter(path: Path, python: tuple[str, ...]) -> Path:
+    """The `--mnnconvert` executable: the toolchain's converter through its `_tools` extension."""
+    path.write_text("#!/bin/sh\n# mnnconvert for MNN's LLM exporter: the toolchain's own converter, no telemetry\n"
+                    f"exec {shlex.join([*python, '-c', CONVERT])} \"$@\"\n")
+    path.chmod(0o755)
+    return path
 
 
 def tree_digest(tree: Path) -> str:
@@ -119,32 +129,32 @@ def ensure_extras(env: ExporterEnv) -> Path:
     return target
 
 
-def export(tree: Path, model: BuiltLlm, variant: LlmVariant, exporter: str, converter_python: Path,
-           converter_identity: str, env: ExporterEnv, extras: Path, root: Path) -> Package:
-    """The package of `model` by the exporter in `tree` with `variant`'s flags and the toolchain's converter."""
-    script = "llmexport.py" if (tree / "llmexport.py").exists() else "llm_export.py"
-    key = hashlib.sha256(json.dumps([tree_digest(tree), model.digest, variant.flags, converter_identity,
+def export(exporter: Exporter, model: BuiltLlm, variant: LlmVariant, env: ExporterEnv, extras: Path,
+           root: Path, fresh: bool = False) -> Package:
+    """The package of `model` by `exporter` with `variant`'s flags and the toolchain's converter (made again if
+    `fresh`, else cached)."""
+    key = hashlib.sha256(json.dumps([tree_digest(exporter.tree), model.digest, variant.flags, exporter.identity,
                                      RUN_SETTINGS]).encode()).hexdigest()[:16]
-    directory = root / f"{exporter}-{model.spec.name}-{variant.id}-{key}"
+    directory = root / f"{exporter.toolchain}-{model.spec.name}-{variant.id}-{key}"
     record = directory.parent / f"{directory.name}.json"
-    base = dict(exporter=exporter, model=model.spec.name, variant=variant.id, directory=directory)
-    if record.exists():
+    base = dict(exporter=exporter.toolchain, model=model.spec.name, variant=variant.id, directory=directory)
+    if record.exists() and not fresh:
         return Package(**base, **json.loads(record.read_text()), cached=True)
-    source = (tree / script).read_text()
+    source = exporter.script.read_text()
+    if exporter.script.name == "llm_export.py":  # 2.9.x: another command line, and model types with their configs
+        return _remember(record, Package(**base, ok=False, applies=False, reason=LEGACY_EXPORTER))
     missing = [flag for flag in variant.flags if flag.startswith("--") and f"'{flag}'" not in source]
     if missing:
         return _remember(record, Package(**base, ok=False, reason=f"this exporter has no {' '.join(missing)}",
                                          applies=False))
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
-    wrapper = directory.parent / f"{directory.name}.mnnconvert"
-    wrapper.write_text(WRAPPER.format(python=converter_python))
-    wrapper.chmod(0o755)
-    argv = [str(env.python), script, "--path", str(model.directory), "--dst_path", str(directory), "--export", "mnn",
-            "--mnnconvert", str(wrapper), *variant.flags]
+    wrapper = write_converter(directory.parent / f"{directory.name}.mnnconvert", exporter.python)
+    argv = [str(env.python), exporter.script.name, "--path", str(model.directory), "--dst_path", str(directory),
+            "--export", "mnn", "--mnnconvert", str(wrapper), *variant.flags]
     start = time.perf_counter()
     try:
-        done = subprocess.run(argv, cwd=tree, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        done = subprocess.run(argv, cwd=exporter.tree, capture_output=True, text=True, stdin=subprocess.DEVNULL,
                               timeout=EXPORT_TIMEOUT_S, env={**os.environ, **OFFLINE, "PYTHONPATH": str(extras)})
         output, code = done.stdout + done.stderr, done.returncode
     except subprocess.TimeoutExpired as expired:
@@ -160,6 +170,10 @@ def export(tree: Path, model: BuiltLlm, variant: LlmVariant, exporter: str, conv
     config = json.loads((directory / "config.json").read_text())
     (directory / RUN_CONFIG).write_text(json.dumps({**config, **RUN_SETTINGS}, indent=2))
     return _remember(record, Package(**base, ok=True, log_tail=tail(output), export_s=seconds))
+
+
+LEGACY_EXPORTER = ("not run: 2.9.x's exporter (llm_export.py) has another command line, a model --type whose files "
+                   "in llm_models/ it copies over the model's, which this suite does not drive")
 
 
 def _remember(record: Path, package: Package) -> Package:

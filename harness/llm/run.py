@@ -1,24 +1,31 @@
-"""The `llm` suite's run: every exporter (a PyPI toolchain's exporter tree and converter) x tiny model x variant makes
-a package; every runtime with `MNN.llm` loads it in a fresh worker and generates greedily. A cell is judged against
-the same package on the exporter's own runtime, or, for that run itself, against transformers' fp32 output."""
+"""The `llm` suite's run: every exporter (a toolchain's exporter tree, driven with its own converter) x tiny model x
+variant makes a package; every runtime with `MNN.llm` loads it in a fresh worker and generates greedily. A cell is
+judged against the same package on the exporter's own runtime where that run agrees with transformers' fp32 output,
+else against transformers."""
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
-from harness import __version__
+from harness import __version__, verdicts
 from harness.client import Client, LlmResult
 from harness.compare import compare_output
 from harness.config import Tolerance
 from harness.exporter_env import exporter_env
+from harness.judge import tail
 from harness.llm.bundle import write_llm_bundles
-from harness.llm.exporter import VARIANTS, Package, ensure_extras, export, exporter_tree
+from harness.llm.exporter import VARIANTS, Exporter, Package, ensure_extras, export, exporter_tree
 from harness.llm.models import NEW_TOKENS, PROMPT, TINY, BuiltLlm, build_models
+from harness.plan import digest, harness_digest
 from harness.pool import WorkerPool
 from harness.progress import Progress
 from harness.records import (
@@ -34,7 +41,10 @@ from harness.records import (
     Verdict,
 )
 from harness.selection import Selection
+from harness.sources import SourceError
 from harness.workspace import Workspace
+
+Item, Result = TypeVar("Item"), TypeVar("Result")
 
 SUITE = "llm"
 NO_LLM = "no LLM runtime in this build: MNN.llm is missing"
@@ -46,16 +56,18 @@ TRANSFORMERS = {"default": 0.8, "q8": 0.99, "q8-lm8": 0.99, "fp16": 0.999, "comp
 
 
 def run_llm_suite(config: Path, selection: Selection, workspace: Workspace, jobs: int, fresh: bool,
-                  progress: Progress) -> Results:
-    """Export, run and judge every cell of the llm suite (exports are cached; runs are not)."""
-    from harness.matrix import host_info, load
+                  progress: Progress, reproducers: Path | None = None, target: Path | None = None) -> Results | None:
+    """Export, run and judge every cell of the llm suite; None if the documents a run of the same plan wrote to
+    `target` are all still there. Exports are cached (`fresh`: made again); runs are made whenever the plan
+    changed. With `reproducers`, a bundle for every failing run is written there."""
+    from harness.matrix import documents_current, host_info, load
     from harness.provisioning import ready_toolchains
 
     started, clock = datetime.now(timezone.utc), time.monotonic()
     matrix = load(config, replace(selection, models=(), variants=()))  # the llm suite's own names
     toolchains, records = ready_toolchains(matrix, workspace, progress)
     ok = {r.id: r for r in records if r.status == "ok"}
-    exporters = [t for t in matrix.converter_ids if t in ok and ok[t].kind == "pypi"]
+    exporters = [t for t in matrix.converter_ids if t in ok]
     runtimes = [t for t in matrix.runtime_ids if t in ok]
     names = [m for m in selection.models if m in TINY] or list(TINY)
     variants = [v for v in selection.variants if v in VARIANTS] or list(VARIANTS)
@@ -64,24 +76,28 @@ def run_llm_suite(config: Path, selection: Selection, workspace: Workspace, jobs
     root = workspace.root / SUITE
     with progress.task("models", total=None):
         models = build_models([TINY[n] for n in names], root / "models", env)
+    made = {e: _exporter(toolchains[e], ok[e], root / "exporters") for e in exporters}
+    plan = digest([[e, ok[e].provenance, x.identity if isinstance(x, Exporter) else x] for e, x in made.items()],
+                  [[r, ok[r].provenance] for r in runtimes], [m.digest for m in models.values()], variants,
+                  matrix.run.model_dump(), __version__, harness_digest(), str(reproducers) if reproducers else None)
+    if target is not None and documents_current(workspace, target, plan, fresh):
+        return None
     extras = ensure_extras(env)
-    packages: list[Package] = []
-    with progress.task("convert", total=len(exporters) * len(models) * len(variants)) as advance:
-        for exporter in exporters:
-            tree = exporter_tree(ok[exporter].version, root / "exporters")
-            python = toolchains[exporter].python  # a PyPI toolchain's venv
-            for model in models.values():
-                for variant in variants:
-                    packages.append(_export(tree, model, VARIANTS[variant], exporter, python, ok[exporter], env,
-                                            extras, root / "packages"))
-                    advance()
+    wanted = [(e, m, v) for e in exporters for m in models.values() for v in variants]
+
+    def package(item: tuple[str, BuiltLlm, str]) -> Package:
+        exporter, model, variant = item
+        if not isinstance(made[exporter], Exporter):
+            return Package(exporter, model.spec.name, variant, root, ok=False, reason=made[exporter])
+        return export(made[exporter], model, VARIANTS[variant], env, extras, root / "packages", fresh)
+
+    with progress.task("convert", total=len(wanted)) as advance:
+        packages = _in_order(package, wanted, min(jobs, os.cpu_count() or 1), advance)
     pool = WorkerPool({t: toolchains[t] for t in runtimes}, matrix.run.memory_limit_mb, 1)
-    cells: list[CellRecord] = []
     try:
         with progress.task("run", total=len(packages) * len(runtimes)) as advance:
-            for package in packages:
-                cells += judge_package(package, models[package.model], runtimes, ok, pool, matrix.run.timeouts,
-                                       advance)
+            judged = _in_order(lambda p: judge_package(p, models[p.model], runtimes, ok, pool, matrix.run.timeouts,
+                                                       advance), packages, jobs, lambda: None)
     finally:
         pool.close()
     results = Results(
@@ -89,7 +105,7 @@ def run_llm_suite(config: Path, selection: Selection, workspace: Workspace, jobs
         run=RunInfo(started=started.isoformat(timespec="seconds"),
                     finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     duration_s=round(time.monotonic() - clock, 3), phases=dict(progress.durations), jobs=jobs,
-                    resumed_cells=0, selection=selection.summary(config),
+                    resumed_cells=0, plan=plan, selection=selection.summary(config),
                     harness={"version": __version__, "prompt": list(PROMPT), "new_tokens": NEW_TOKENS,
                              "exporter_env": env.directory.name}),
         host=host_info(), settings=matrix.run.model_dump(), toolchains=records,
@@ -98,19 +114,34 @@ def run_llm_suite(config: Path, selection: Selection, workspace: Workspace, jobs
                 for name, m in models.items()],
         variants=[VariantRecord(id=v, flags=list(VARIANTS[v].flags), tolerance=SAME_PACKAGE.model_dump(
             exclude_defaults=True), description=VARIANTS[v].description) for v in variants],
-        conversions=[_conversion(p) for p in packages], cells=cells)
-    made = {(p.exporter, p.model, p.variant): p.directory for p in packages if p.ok}
-    write_llm_bundles(results, made, list(PROMPT), NEW_TOKENS, workspace.root / "reproducers" / SUITE)
+        conversions=[_conversion(p) for p in packages], cells=[cell for cells in judged for cell in cells])
+    if reproducers is not None:
+        with progress.task("reproducers", total=None):
+            write_llm_bundles(results, {(p.exporter, p.model, p.variant): p.directory for p in packages if p.ok},
+                              list(PROMPT), NEW_TOKENS, reproducers)
     return results
 
 
-def _export(tree: Path | None, model: BuiltLlm, variant, exporter: str, python: Path, record: ToolchainRecord,
-            env, extras: Path, root: Path) -> Package:
-    if tree is None:
-        return Package(exporter, model.spec.name, variant.id, root, ok=False,
-                       reason=f"no exporter tree at {record.version}: set MNN_MATRIX_MNN_REPO to an MNN git mirror")
-    identity = f"{record.id}:{record.provenance.get('mnn_version', record.version)}:{python}"
-    return export(tree, model, variant, exporter, python, identity, env, extras, root)
+def _in_order(task: Callable[[Item], Result], items: list[Item], jobs: int, advance: Callable[[], None]
+              ) -> list[Result]:
+    """`task` over `items` on `jobs` threads, results in the items' order."""
+    def counted(item: Item) -> Result:
+        result = task(item)
+        advance()
+        return result
+
+    with ThreadPoolExecutor(max(1, jobs), thread_name_prefix=SUITE) as pool:
+        return list(pool.map(counted, items))
+
+
+def _exporter(toolchain, record: ToolchainRecord, root: Path) -> Exporter | str:
+    """The toolchain's exporter, or why it has none (its tree cannot be had)."""
+    try:
+        tree = exporter_tree(record, root)
+    except SourceError as error:
+        return f"no exporter: {error}"
+    identity = record.provenance.get("image_id") or f"{record.version}:{record.provenance.get('location', '')}"
+    return Exporter(record.id, tree, tuple(toolchain.python_command(tree)), identity)
 
 
 def _conversion(package: Package) -> ConversionRecord:
@@ -133,16 +164,23 @@ def judge_package(package: Package, model: BuiltLlm, runtimes: list[str], ok: di
                          reason=package.reason, log_excerpt=package.log_tail)
         return [CellRecord(**base, runtime=r, outcome=failed) for r in runtimes]
     results: dict[str, LlmResult | None] = {}
+
+    def scrub(text: str) -> str:  # the package's own path, out of MNN's messages
+        return text.replace(str(package.directory), "package")
+
     for runtime in sorted(runtimes, key=lambda r: r != package.exporter):  # the exporter's own runtime first
         if "llm" not in ok[runtime].capabilities:
             results[runtime] = None
         else:
-            results[runtime] = Client.pooled(pool, runtime, timeouts).llm(package.config, PROMPT, NEW_TOKENS)
+            results[runtime] = Client.pooled(pool, runtime, timeouts, scrub).llm(package.config, PROMPT, NEW_TOKENS)
         advance()
-    own = results.get(package.exporter)
-    baseline = own.reply if own is not None and own.failure is None else None
-    return [_cell(base, runtime, results[runtime], baseline if runtime != package.exporter else None, model,
-                  package) for runtime in runtimes]
+    # The exporter's own runtime is the reference only where it agrees with transformers: a package its own
+    # runtime gets wrong would make every runtime that reproduces the same wrong ids look right.
+    own = _cell(base, package.exporter, results[package.exporter], None, model, package) if (
+        package.exporter in results) else None
+    baseline = results[package.exporter].reply if own is not None and own.outcome.verdict == Verdict.PASS else None
+    return [own if runtime == package.exporter else _cell(base, runtime, results[runtime], baseline, model, package)
+            for runtime in runtimes]
 
 
 def _cell(base: dict, runtime: str, result: LlmResult | None, baseline, model: BuiltLlm, package: Package
@@ -170,11 +208,22 @@ def _cell(base: dict, runtime: str, result: LlmResult | None, baseline, model: B
     failed = [f"{d.name}: {', '.join(d.failed_checks)}" for d in decisive if d.failed_checks]
     if not reply.ids and baseline is None:  # against a baseline, its ids' delta says so
         failed.append("no token generated")
-    outcome = Outcome(verdict=Verdict.WRONG_OUTPUT, stage="compare", reason=f"differs from {against}: "
-                      + "; ".join(failed)) if failed else Outcome(verdict=Verdict.PASS, stage="compare",
-                                                                 note=f"judged against {against}")
+    log = reply.log.replace(str(package.directory), "package")
+    outcome = _charged(f"differs from {against}: " + "; ".join(failed), log) if failed else Outcome(
+        verdict=Verdict.PASS, stage="compare", note=f"judged against {against}")
     return CellRecord(**base, runtime=runtime, outcome=outcome, outputs=outputs, outputs_vs_float=vs_float,
                       load_s=reply.load_s, run_s=[reply.generate_s or 0.0], wall_s=reply.wall_s)
+
+
+def _charged(difference: str, log: str) -> Outcome:
+    """Wrong ids or logits, charged to their cause: what MNN's log says went wrong while loading or running the
+    package (an input the graph lacks, a missing embedding file, an op it cannot execute), else wrong-output."""
+    for stage in ("load", "run"):
+        found = verdicts.classify(stage, log)
+        if found.pattern is not None:
+            return found.model_copy(update={"reason": f"{found.reason}; so the output {difference}"[:500]})
+    return Outcome(verdict=Verdict.WRONG_OUTPUT, stage="compare", reason=difference[:500],
+                   log_excerpt=tail(log, 12))
 
 
 def _deltas(ids: list[int], logits, reference_ids: list[int], reference_logits, tolerance: Tolerance

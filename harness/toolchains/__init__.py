@@ -39,6 +39,11 @@ class Toolchain(ABC):
     def launch(self, socket_path: Path, log_path: Path) -> Process:
         """Start `worker.py` in this toolchain's environment, connecting to `socket_path`."""
 
+    @abstractmethod
+    def python_command(self, cwd: Path) -> list[str]:
+        """The argv that runs this toolchain's Python (after `provision`) in `cwd`, seeing the workspace at its own
+        path: what an external tool (MNN's LLM exporter) calls the toolchain's converter with."""
+
 
 def run_step(argv: list[str], log: TextIO, failure: str, error: type[ProvisionError] = ProvisionError) -> str:
     """One step of making an environment, logged; `error` (saying `failure` and the output's error line) if it

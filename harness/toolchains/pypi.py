@@ -84,6 +84,9 @@ class PypiToolchain(Toolchain):
 
     forks = True  # Workers fork from a server this launches (harness/forkserver.py)
 
+    def python_command(self, cwd: Path) -> list[str]:
+        return [str(self.python), "-I"]
+
     def launch(self, socket_path: Path, log_path: Path, fork_server: bool = False) -> Process:
         mode = ["--fork-server"] if fork_server else []
         with log_path.open("w") as log:  # catches what Python prints before the worker takes over fd 2

@@ -42,6 +42,12 @@ class SourceToolchain(Toolchain):
                 "repository": labels.get(f"{sourcebuild.LABEL}.repository", ""),
                 "recipe": labels.get(f"{sourcebuild.LABEL}.recipe", "")[:12]}
 
+    def python_command(self, cwd: Path) -> list[str]:
+        """A throwaway container of the image, without network, with the workspace and `cwd` at their paths."""
+        mounts = [f"--volume={path}:{path}" for path in sorted({str(self.workspace.root), str(cwd)})]
+        return ["docker", "run", "--rm", "--network=none", f"--user={os.getuid()}:{os.getgid()}", *mounts,
+                f"--workdir={cwd}", self.image, "python", "-I"]
+
     forks = True  # Workers fork from a server this launches (harness/forkserver.py), all in one container
 
     def launch(self, socket_path: Path, log_path: Path, fork_server: bool = False) -> Process:
