@@ -22,8 +22,9 @@ REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements" / "exporters
 EXPORT_SCRIPT = Path(__file__).resolve().parent / "exporters" / "export.py"
 TORCH = "torch==2.13.0"  # alone first: the CPU build; any other torch request pulls several GB of CUDA packages
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-PROBE = ("import json, torch, transformers, onnx, onnxscript, onnxruntime, numpy; print('\\nPROBE ' + json.dumps("
-         "{m.__name__: m.__version__ for m in (torch, transformers, onnx, onnxscript, onnxruntime, numpy)}))")
+LEGACY_REQUIREMENTS = REQUIREMENTS.with_name("exporters-legacy.txt")  # MNN's LLM exporters before 3.3 (harness/llm)
+PROBE = ("import importlib, json; print('\\nPROBE ' + json.dumps({name: importlib.import_module(name).__version__ "
+         "for name in {names}}))")
 
 
 class ExporterEnvError(ProvisionError):
@@ -36,6 +37,7 @@ class ExporterEnv:
 
     directory: Path
     requirements: Path = REQUIREMENTS
+    modules: tuple[str, ...] = ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "numpy")  # probed
 
     @property
     def python(self) -> Path:
@@ -60,7 +62,8 @@ class ExporterEnv:
             step([sys.executable, "-m", "venv", str(self.directory)], "could not create a venv")
             step([*pip, TORCH], f"pip could not install {TORCH}")
             step([*pip, "-r", str(self.requirements)], f"pip could not install {self.requirements.name}")
-            probe = step([str(self.python), "-I", "-c", PROBE], "the exporter packages do not import")
+            probe = step([str(self.python), "-I", "-c", PROBE.replace("{names}", repr(self.modules))],
+                         "the exporter packages do not import")
         versions = json.loads(next(line[6:] for line in probe.splitlines() if line.startswith("PROBE ")))
         self.marker.write_text(json.dumps(versions, indent=2))
         return versions
@@ -84,3 +87,9 @@ def identity(requirements: Path = REQUIREMENTS) -> str:
 def exporter_env(workspace: Workspace) -> ExporterEnv:
     """The workspace's exporter venv (not made until `ensure`)."""
     return ExporterEnv(workspace.envs.parent / "exporters" / identity())
+
+
+def legacy_exporter_env(workspace: Workspace) -> ExporterEnv:
+    """The venv of MNN's LLM exporters before 3.3, written for transformers 4.x (not made until `ensure`)."""
+    return ExporterEnv(workspace.envs.parent / "exporters" / identity(LEGACY_REQUIREMENTS), LEGACY_REQUIREMENTS,
+                       ("torch", "transformers", "onnx", "numpy"))

@@ -54,8 +54,8 @@ def exporting(workspace: Workspace, llm_toolchains, tmp_path_factory):
     def make(toolchain, version: str, model: str, variant: str, under: Path = root):
         record = ToolchainRecord(id=toolchain.id, kind="pypi", version=version, roles=["convert"], status="ok")
         tree = exporter_tree(record, under / "exporters")
-        exporter = Exporter(toolchain.id, tree, tuple(toolchain.python_command(tree)), "test")
-        made = export(exporter, models[model], VARIANTS[variant], env, extras, under / "packages")
+        exporter = Exporter(toolchain.id, tree, tuple(toolchain.python_command(tree)), "test", env, extras)
+        made = export(exporter, models[model], VARIANTS[variant], under / "packages")
         assert made.ok, made.reason + made.log_tail
         return made, models[model]
 

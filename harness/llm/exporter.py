@@ -11,6 +11,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,20 +62,40 @@ class Package:
     export_s: float | None = None
     cached: bool = False
     applies: bool = True  # False: the variant's switch is not in this exporter (its cells are not-run)
+    note: str = ""  # how it was exported, where that differs from the exporter venv (LEGACY_NOTE)
 
     @property
     def config(self) -> Path:
         return self.directory / RUN_CONFIG
 
 
+# Exporters before 3.3 were written for transformers 4.x and a torch.onnx.export that defaulted to TorchScript
+# (torch 2.9 made dynamo the default, which drops their FakeLinear ops: packages without weights). They run in the
+# legacy venv (requirements/exporters-legacy.txt) with sitecustomize_legacy.py restoring that default.
+LEGACY_BEFORE = (3, 3)
+SITECUSTOMIZE = Path(__file__).with_name("sitecustomize_legacy.py")
+LEGACY_NOTE = ("exported with transformers 4.48.3 (the tokenizer's class named as 4.x names it) and torch.onnx.export "
+               "defaulting to TorchScript, as in its time")
+
+
+def is_legacy(version: str) -> bool:
+    """Whether an exporter of MNN `version` needs the legacy venv ("latest" and other names do not)."""
+    parts = version.split(".")[:2]
+    return all(p.isdigit() for p in parts) and tuple(int(p) for p in parts) < LEGACY_BEFORE
+
+
 @dataclass(frozen=True)
 class Exporter:
-    """One toolchain's exporter: its tree, and the argv of the toolchain's Python that its converter runs in."""
+    """One toolchain's exporter: its tree, the venv it runs in (with its extras directory), and the argv of the
+    toolchain's Python that its converter runs in."""
 
     toolchain: str
     tree: Path
     python: tuple[str, ...]
     identity: str  # what decides its converter's output: the toolchain's version and environment or image
+    env: ExporterEnv
+    extras: Path
+    legacy: bool = False
 
     @property
     def script(self) -> Path:
@@ -118,26 +139,31 @@ def tree_digest(tree: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def ensure_extras(env: ExporterEnv) -> Path:
-    """The exporter's extra packages, installed beside the exporter venv (added to its path when exporting)."""
+def ensure_extras(env: ExporterEnv, legacy: bool = False) -> Path:
+    """The exporter's extra packages, installed beside the exporter venv (added to its path when exporting); for
+    the legacy venv, with the TorchScript default as its sitecustomize."""
     target = env.directory.parent / f"{env.directory.name}-llm-extras"
     marker = target / "mnn-matrix-extras.json"
     if not marker.exists():
         subprocess.run([str(env.python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps",
                         "--target", str(target), *EXTRAS], capture_output=True, check=True)
         marker.write_text(json.dumps(EXTRAS))
+    if legacy:
+        shutil.copyfile(SITECUSTOMIZE, target / "sitecustomize.py")
     return target
 
 
-def export(exporter: Exporter, model: BuiltLlm, variant: LlmVariant, env: ExporterEnv, extras: Path,
-           root: Path, fresh: bool = False) -> Package:
+def export(exporter: Exporter, model: BuiltLlm, variant: LlmVariant, root: Path, fresh: bool = False) -> Package:
     """The package of `model` by `exporter` with `variant`'s flags and the toolchain's converter (made again if
     `fresh`, else cached)."""
+    env = exporter.env
+    legacy = [env.directory.name, SITECUSTOMIZE.read_text(), LEGACY_NOTE, 2] if exporter.legacy else []
     key = hashlib.sha256(json.dumps([tree_digest(exporter.tree), model.digest, variant.flags, exporter.identity,
-                                     RUN_SETTINGS]).encode()).hexdigest()[:16]
+                                     RUN_SETTINGS, *legacy]).encode()).hexdigest()[:16]  # names the exporter venv
     directory = root / f"{exporter.toolchain}-{model.spec.name}-{variant.id}-{key}"
     record = directory.parent / f"{directory.name}.json"
-    base = dict(exporter=exporter.toolchain, model=model.spec.name, variant=variant.id, directory=directory)
+    base = dict(exporter=exporter.toolchain, model=model.spec.name, variant=variant.id, directory=directory,
+                note=LEGACY_NOTE if exporter.legacy else "")
     if record.exists() and not fresh:
         return Package(**base, **json.loads(record.read_text()), cached=True)
     source = exporter.script.read_text()
@@ -150,12 +176,14 @@ def export(exporter: Exporter, model: BuiltLlm, variant: LlmVariant, env: Export
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     wrapper = write_converter(directory.parent / f"{directory.name}.mnnconvert", exporter.python)
-    argv = [str(env.python), exporter.script.name, "--path", str(model.directory), "--dst_path", str(directory),
+    path = legacy_model(model.directory, root.parent / "legacy-models") if exporter.legacy else model.directory
+    argv = [str(env.python), exporter.script.name, "--path", str(path), "--dst_path", str(directory),
             "--export", "mnn", "--mnnconvert", str(wrapper), *variant.flags]
     start = time.perf_counter()
     try:
         done = subprocess.run(argv, cwd=exporter.tree, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                              timeout=EXPORT_TIMEOUT_S, env={**os.environ, **OFFLINE, "PYTHONPATH": str(extras)})
+                              timeout=EXPORT_TIMEOUT_S,
+                              env={**os.environ, **OFFLINE, "PYTHONPATH": str(exporter.extras)})
         output, code = done.stdout + done.stderr, done.returncode
     except subprocess.TimeoutExpired as expired:
         output, code = str(expired.stdout or "") + str(expired.stderr or ""), "timeout"
@@ -170,6 +198,27 @@ def export(exporter: Exporter, model: BuiltLlm, variant: LlmVariant, env: Export
     config = json.loads((directory / "config.json").read_text())
     (directory / RUN_CONFIG).write_text(json.dumps({**config, **RUN_SETTINGS}, indent=2))
     return _remember(record, Package(**base, ok=True, log_tail=tail(output), export_s=seconds))
+
+
+_LEGACY_COPY = threading.Lock()
+
+
+def legacy_model(directory: Path, root: Path) -> Path:
+    """The model as transformers 4.x reads it: the same files, with its tokenizer's class named as 4.x names it
+    (5.x writes `TokenizersBackend`, a class 4.x does not have; the tokenizer itself is unchanged)."""
+    target = root / directory.name
+    with _LEGACY_COPY:  # exports run on several threads
+        if (target / "tokenizer_config.json").exists():
+            return target
+        partial = root / f".{directory.name}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(directory, partial)
+        config = json.loads((partial / "tokenizer_config.json").read_text())
+        (partial / "tokenizer_config.json").write_text(json.dumps({**config,
+                                                                    "tokenizer_class": "PreTrainedTokenizerFast"}))
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+        return target
 
 
 LEGACY_EXPORTER = ("not run: 2.9.x's exporter (llm_export.py) has another command line, a model --type whose files "

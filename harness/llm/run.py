@@ -20,10 +20,10 @@ from harness import __version__, verdicts
 from harness.client import Client, LlmResult
 from harness.compare import compare_output
 from harness.config import Tolerance
-from harness.exporter_env import exporter_env
+from harness.exporter_env import ExporterEnv, ExporterEnvError, exporter_env, legacy_exporter_env
 from harness.judge import tail
 from harness.llm.bundle import write_llm_bundles
-from harness.llm.exporter import VARIANTS, Exporter, Package, ensure_extras, export, exporter_tree
+from harness.llm.exporter import VARIANTS, Exporter, Package, ensure_extras, export, exporter_tree, is_legacy
 from harness.llm.models import NEW_TOKENS, PROMPT, TINY, BuiltLlm, build_models
 from harness.plan import digest, harness_digest
 from harness.pool import WorkerPool
@@ -76,20 +76,20 @@ def run_llm_suite(config: Path, selection: Selection, workspace: Workspace, jobs
     root = workspace.root / SUITE
     with progress.task("models", total=None):
         models = build_models([TINY[n] for n in names], root / "models", env)
-    made = {e: _exporter(toolchains[e], ok[e], root / "exporters") for e in exporters}
+    envs = {False: env, True: legacy_exporter_env(workspace)}
+    made = {e: _exporter(toolchains[e], ok[e], root / "exporters", envs) for e in exporters}
     plan = digest([[e, ok[e].provenance, x.identity if isinstance(x, Exporter) else x] for e, x in made.items()],
                   [[r, ok[r].provenance] for r in runtimes], [m.digest for m in models.values()], variants,
                   matrix.run.model_dump(), __version__, harness_digest(), str(reproducers) if reproducers else None)
     if target is not None and documents_current(workspace, target, plan, fresh):
         return None
-    extras = ensure_extras(env)
     wanted = [(e, m, v) for e in exporters for m in models.values() for v in variants]
 
     def package(item: tuple[str, BuiltLlm, str]) -> Package:
         exporter, model, variant = item
         if not isinstance(made[exporter], Exporter):
             return Package(exporter, model.spec.name, variant, root, ok=False, reason=made[exporter])
-        return export(made[exporter], model, VARIANTS[variant], env, extras, root / "packages", fresh)
+        return export(made[exporter], model, VARIANTS[variant], root / "packages", fresh)
 
     with progress.task("convert", total=len(wanted)) as advance:
         packages = _in_order(package, wanted, min(jobs, os.cpu_count() or 1), advance)
@@ -134,20 +134,24 @@ def _in_order(task: Callable[[Item], Result], items: list[Item], jobs: int, adva
         return list(pool.map(counted, items))
 
 
-def _exporter(toolchain, record: ToolchainRecord, root: Path) -> Exporter | str:
-    """The toolchain's exporter, or why it has none (its tree cannot be had)."""
+def _exporter(toolchain, record: ToolchainRecord, root: Path, envs: dict[bool, ExporterEnv]) -> Exporter | str:
+    """The toolchain's exporter, or why it has none (its tree or venv cannot be had)."""
+    legacy = is_legacy(record.version)
     try:
         tree = exporter_tree(record, root)
-    except SourceError as error:
+        envs[legacy].ensure()
+    except (SourceError, ExporterEnvError) as error:
         return f"no exporter: {error}"
     identity = record.provenance.get("image_id") or f"{record.version}:{record.provenance.get('location', '')}"
-    return Exporter(record.id, tree, tuple(toolchain.python_command(tree)), identity)
+    return Exporter(record.id, tree, tuple(toolchain.python_command(tree)), identity, envs[legacy],
+                    ensure_extras(envs[legacy], legacy), legacy)
 
 
 def _conversion(package: Package) -> ConversionRecord:
-    outcome = Outcome(verdict=Verdict.PASS, stage="export", note="cached" if package.cached else "") if (
+    outcome = Outcome(verdict=Verdict.PASS, stage="export", note=package.note) if (
         package.ok) else Outcome(verdict=Verdict.CONVERT_ERROR if package.applies else Verdict.NOT_RUN,
-                                 stage="export", reason=package.reason, log_excerpt=package.log_tail)
+                                 stage="export", reason=package.reason, log_excerpt=package.log_tail,
+                                 note=package.note)
     return ConversionRecord(converter=package.exporter, model=package.model, variant=package.variant,
                             flags=list(VARIANTS[package.variant].flags), outcome=outcome,
                             convert_s=package.export_s)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import importlib.abc
+import importlib.util
 import sys
 from collections.abc import Callable
 from importlib.machinery import ModuleSpec
@@ -37,9 +38,8 @@ class TorchScriptDefault(importlib.abc.MetaPathFinder):
     def find_spec(self, name: str, path=None, target: ModuleType | None = None) -> ModuleSpec | None:
         if name != MODULE:
             return None
-        sys.meta_path.remove(self)
-        spec = next((found for finder in sys.meta_path if hasattr(finder, "find_spec")
-                     and (found := finder.find_spec(name, path, target)) is not None), None)
+        sys.meta_path.remove(self)  # once: the other finders locate the module as usual
+        spec = importlib.util.find_spec(name)
         if spec is None or spec.loader is None:
             return spec
         run = spec.loader.exec_module
