@@ -17,7 +17,7 @@ from harness.matrix import run_matrix
 from harness.progress import Progress
 from harness.records import Verdict
 from harness.selection import Selection
-from harness.sources import Source
+from harness.sources import REPO_VARIABLE, Source
 from harness.supervisor import Worker
 from harness.toolchains import make_toolchain
 from harness.workspace import Workspace
@@ -124,8 +124,10 @@ def test_a_crash_in_a_container_is_reported_with_its_signal(wheel_image, workspa
 
 
 @pytest.fixture
-def mnn_repo(tmp_path: Path) -> Path:
-    """A throwaway git repository standing in for MNN's, for what a build does before compiling."""
+def mnn_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A throwaway git repository standing in for MNN's, for what a build does before compiling (no mirror in
+    $MNN_MATRIX_MNN_REPO may stand in for it)."""
+    monkeypatch.delenv(REPO_VARIABLE, raising=False)
     repo = tmp_path / "mnn"
     (repo / "include" / "MNN").mkdir(parents=True)
     (repo / "include" / "MNN" / "MNNDefine.h").write_text(

@@ -76,6 +76,15 @@ def test_a_small_run_reads_back_from_its_plain_document_and_from_the_compact_one
     assert round_trip(reused, tmp_path) == without_bookkeeping(reused)
 
 
+def test_a_few_cells_that_make_a_large_document_are_compacted_too(small_run: Results, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The llm suite's cells carry ids, logits and log lines: a document of its few cells can pass 2 MB."""
+    assert document(small_run)[0] == "results.json"
+    monkeypatch.setattr(report, "PLAIN_UP_TO", 1000)
+    assert document(small_run)[0] == "results.json.gz"
+    assert round_trip(small_run, tmp_path) == without_bookkeeping(small_run)
+
+
 def test_the_compact_document_is_the_same_whatever_order_the_records_come_in(
         small_run: Results, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(report, "COMPACT_ABOVE", 0)

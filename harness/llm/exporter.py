@@ -5,6 +5,7 @@ image. Cached by exporter tree, model, variant and converter identity."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 from harness.exporter_env import OFFLINE, ExporterEnv
 from harness.judge import tail
 from harness.llm.models import NEW_TOKENS, BuiltLlm
+from harness.plan import code_digest, digest
 from harness.records import ToolchainRecord
 from harness.sources import UPSTREAM, Source, SourceError
 
@@ -60,7 +62,6 @@ class Package:
     reason: str = ""
     log_tail: str = ""
     export_s: float | None = None
-    cached: bool = False
     applies: bool = True  # False: the variant's switch is not in this exporter (its cells are not-run)
     note: str = ""  # how it was exported, where that differs from the exporter venv (LEGACY_NOTE)
 
@@ -74,6 +75,8 @@ class Package:
 # legacy venv (requirements/exporters-legacy.txt) with sitecustomize_legacy.py restoring that default.
 LEGACY_BEFORE = (3, 3)
 SITECUSTOMIZE = Path(__file__).with_name("sitecustomize_legacy.py")
+# The code that decides what an export comes to (a failed export is kept until it changes): part of its key.
+EXPORT_CODE = ("llm/exporter.py", "llm/sitecustomize_legacy.py")
 LEGACY_NOTE = ("exported with transformers 4.48.3 (the tokenizer's class named as 4.x names it) and torch.onnx.export "
                "defaulting to TorchScript, as in its time")
 
@@ -100,6 +103,11 @@ class Exporter:
     @property
     def script(self) -> Path:
         return self.tree / ("llmexport.py" if (self.tree / "llmexport.py").exists() else "llm_export.py")
+
+    @functools.cached_property
+    def tree_digest(self) -> str:
+        """The exporter's code (read once, not once per export)."""
+        return tree_digest(self.tree)
 
 
 def exporter_tree(record: ToolchainRecord, root: Path) -> Path:
@@ -133,10 +141,10 @@ def write_converter(path: Path, python: tuple[str, ...]) -> Path:
 
 
 def tree_digest(tree: Path) -> str:
-    digest = hashlib.sha256()
+    hashed = hashlib.sha256()
     for path in sorted(tree.rglob("*.py")):
-        digest.update(str(path.relative_to(tree)).encode() + path.read_bytes())
-    return digest.hexdigest()[:12]
+        hashed.update(str(path.relative_to(tree)).encode() + path.read_bytes())
+    return hashed.hexdigest()[:12]
 
 
 def ensure_extras(env: ExporterEnv, legacy: bool = False) -> Path:
@@ -157,18 +165,17 @@ def export(exporter: Exporter, model: BuiltLlm, variant: LlmVariant, root: Path,
     """The package of `model` by `exporter` with `variant`'s flags and the toolchain's converter (made again if
     `fresh`, else cached)."""
     env = exporter.env
-    legacy = [env.directory.name, SITECUSTOMIZE.read_text(), LEGACY_NOTE, 2] if exporter.legacy else []
-    key = hashlib.sha256(json.dumps([tree_digest(exporter.tree), model.digest, variant.flags, exporter.identity,
-                                     RUN_SETTINGS, *legacy]).encode()).hexdigest()[:16]  # names the exporter venv
+    key = digest(exporter.tree_digest, model.digest, variant.flags, exporter.identity, env.directory.name,
+                 exporter.legacy, RUN_SETTINGS, code_digest(EXPORT_CODE))[:16]
     directory = root / f"{exporter.toolchain}-{model.spec.name}-{variant.id}-{key}"
     record = directory.parent / f"{directory.name}.json"
     base = dict(exporter=exporter.toolchain, model=model.spec.name, variant=variant.id, directory=directory,
                 note=LEGACY_NOTE if exporter.legacy else "")
     if record.exists() and not fresh:
-        return Package(**base, **json.loads(record.read_text()), cached=True)
+        return Package(**base, **json.loads(record.read_text()))
     source = exporter.script.read_text()
     if exporter.script.name == "llm_export.py":  # 2.9.x: another command line, and model types with their configs
-        return _remember(record, Package(**base, ok=False, applies=False, reason=LEGACY_EXPORTER))
+        return _remember(record, Package(**base, ok=False, applies=False, reason=UNDRIVEN_EXPORTER))
     missing = [flag for flag in variant.flags if flag.startswith("--") and f"'{flag}'" not in source]
     if missing:
         return _remember(record, Package(**base, ok=False, reason=f"this exporter has no {' '.join(missing)}",
@@ -221,7 +228,7 @@ def legacy_model(directory: Path, root: Path) -> Path:
         return target
 
 
-LEGACY_EXPORTER = ("not run: 2.9.x's exporter (llm_export.py) has another command line, a model --type whose files "
+UNDRIVEN_EXPORTER = ("not run: 2.9.x's exporter (llm_export.py) has another command line, a model --type whose files "
                    "in llm_models/ it copies over the model's, which this suite does not drive")
 
 

@@ -78,7 +78,8 @@ def run_llm_suite(config: Path, selection: Selection, workspace: Workspace, jobs
         models = build_models([TINY[n] for n in names], root / "models", env)
     envs = {False: env, True: legacy_exporter_env(workspace)}
     made = {e: _exporter(toolchains[e], ok[e], root / "exporters", envs) for e in exporters}
-    plan = digest([[e, ok[e].provenance, x.identity if isinstance(x, Exporter) else x] for e, x in made.items()],
+    plan = digest([[e, ok[e].provenance, [x.identity, x.env.directory.name] if isinstance(x, Exporter) else x]
+                   for e, x in made.items()],
                   [[r, ok[r].provenance] for r in runtimes], [m.digest for m in models.values()], variants,
                   matrix.run.model_dump(), __version__, harness_digest(), str(reproducers) if reproducers else None)
     if target is not None and documents_current(workspace, target, plan, fresh):
@@ -88,7 +89,7 @@ def run_llm_suite(config: Path, selection: Selection, workspace: Workspace, jobs
     def package(item: tuple[str, BuiltLlm, str]) -> Package:
         exporter, model, variant = item
         if not isinstance(made[exporter], Exporter):
-            return Package(exporter, model.spec.name, variant, root, ok=False, reason=made[exporter])
+            return Package(exporter, model.spec.name, variant, root, ok=False, reason=made[exporter], applies=False)
         return export(made[exporter], model, VARIANTS[variant], root / "packages", fresh)
 
     with progress.task("convert", total=len(wanted)) as advance:

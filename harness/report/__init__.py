@@ -16,6 +16,7 @@ from typing import TypeVar
 from harness.records import CellRecord, ConversionRecord, Results
 
 COMPACT_ABOVE = 5000  # cells: larger documents are gzipped, without per-cell keys and timings
+PLAIN_UP_TO = 1 << 20  # bytes: a plain document above this is compacted too (the llm suite's cells are large)
 HTML_UP_TO = 1_000_000  # cells: the page carries them grouped and gzipped; 11 toolchains' node suite ~0.6 MB
 PER_CELL_BOOKKEEPING = {"key", "load_s", "run_s", "wall_s"}  # random-looking, so they dominate a compressed file
 PER_CONVERSION_BOOKKEEPING = {"key", "convert_s", "quantize_s", "wall_s", "model_digest", "float_digest"}
@@ -29,12 +30,14 @@ TABLES = {"cells": (("model", "variant", "api", "memory"), ("converter", "runtim
 
 
 def document(results: Results) -> tuple[str, bytes]:
-    """The results document's file name and content. A large run's is gzipped, without per-cell and per-conversion
-    keys and timings (the store has them; phase timings stay) or fields at their default value, and its cells and
-    conversions as tables (`table`): an 11-toolchain node-suite run's is 0.5 MB instead of 7. It reads back
-    (`read_results`) to the same records, in canonical order."""
+    """The results document's file name and content. A large run's (by cells or bytes) is gzipped, without per-cell
+    and per-conversion keys and timings (the store has them; phase timings stay) or fields at their default value,
+    and its cells and conversions as tables (`table`): an 11-toolchain node-suite run's is 0.5 MB instead of 7. It
+    reads back (`read_results`) to the same records, in canonical order."""
     if len(results.cells) <= COMPACT_ABOVE:
-        return "results.json", results.model_dump_json(indent=1).encode()
+        plain = results.model_dump_json(indent=1).encode()
+        if len(plain) <= PLAIN_UP_TO:
+            return "results.json", plain
     from harness.merge import in_order
 
     with no_cycle_collection():
