@@ -183,7 +183,8 @@ _BRANCH = click.option("--branch", default="results", show_default=True, help="t
               help="when a cell regressed, write the regression issue's body here")
 def compare_to_published(results_dir: Path, remote: str, branch: str, drift: float, link: str, run_url: str,
                          issue_body: Path | None) -> None:
-    """Compare each suite of a run (results/ and results/onnx-node/) with its published tables; diff.md beside each.
+    """Compare each suite of a run (results/, results/onnx-node/, results/llm/) with its published tables; diff.md
+    beside each.
 
     Exit code 0: compared, nothing regressed; 3: a cell that passed now fails; 4: a suite has no published run
     yet (the first night); 1 or 2: an error. Under GitHub Actions it also sets the step outputs `regression`

@@ -92,4 +92,4 @@ def exporter_env(workspace: Workspace) -> ExporterEnv:
 def legacy_exporter_env(workspace: Workspace) -> ExporterEnv:
     """The venv of MNN's LLM exporters before 3.3, written for transformers 4.x (not made until `ensure`)."""
     return ExporterEnv(workspace.envs.parent / "exporters" / identity(LEGACY_REQUIREMENTS), LEGACY_REQUIREMENTS,
-                       ("torch", "transformers", "onnx", "numpy"))
+                       ("torch", "transformers", "onnx", "numpy", "onnxslim", "onnxruntime", "peft", "sentencepiece"))

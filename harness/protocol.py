@@ -116,6 +116,7 @@ class LlmReply:
     load_s: float | None = None
     generate_s: float | None = None
     note: str = ""
+    repetition_penalty: float = 1.0  # what the runtime's greedy sampler applies (a hard-coded 1.1 before 3.1)
 
     @classmethod
     def read(cls, reply: Reply) -> LlmReply:
@@ -124,4 +125,5 @@ class LlmReply:
             return cls(False, header["log"], reply.wall_s, header["stage"], header["error"], note=reply.note)
         return cls(True, header["log"], reply.wall_s, ids=header["ids"],
                    logits=reply.arrays.get("logits") if header["logits"] else None, load_s=header["load_s"],
-                   generate_s=header["generate_s"], note=reply.note)
+                   generate_s=header["generate_s"], note=reply.note,
+                   repetition_penalty=header.get("repetition_penalty", 1.0))

@@ -378,6 +378,11 @@ def _describe_exception(error: BaseException) -> str:
 # `forward` crashes some versions).
 
 
+# Before 3.1 the sampler is argmax after a hard-coded repetition penalty on every id seen, prompt included (logit
+# divided by it, or multiplied if negative); from 3.1 `sampler_type: greedy` is argmax alone.
+HARD_CODED_PENALTY = 1.1
+
+
 def llm(header: dict, _arrays: dict) -> tuple[dict, dict]:
     """Load an LLM package by its config.json, greedily generate from fixed token ids, then (where `forward`
     exists) the logits of the prompt's last position from a fresh instance."""
@@ -395,7 +400,8 @@ def llm(header: dict, _arrays: dict) -> tuple[dict, dict]:
     generated = engine.generate(prompt, budget) if _release() >= (3, 1) else engine.generate(prompt)
     generate_s = time.perf_counter() - start
     del engine
-    reply = {"ids": [int(i) for i in generated], "load_s": load_s, "generate_s": generate_s, "logits": False}
+    reply = {"ids": [int(i) for i in generated], "load_s": load_s, "generate_s": generate_s, "logits": False,
+             "repetition_penalty": HARD_CODED_PENALTY if _release() < (3, 1) else 1.0}
     engine = _llm_loaded(mllm, header["config"])
     if not hasattr(engine, "forward"):
         return reply, {}

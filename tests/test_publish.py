@@ -1,6 +1,7 @@
 """The nightly workflow's logic, night by night, against a local bare repository standing in for GitHub: the first
 night (no published branch), an ordinary night, a night with a regression, a night whose build or matrix fails.
-Results documents are synthetic (built from harness.records), so no MNN runs here."""
+The zoo's and node suite's documents are synthetic (built from harness.records), so no MNN runs here; the llm suite's
+is the committed real run (results/llm/)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ from harness.records import (
     VariantRecord,
     Verdict,
 )
-from harness.report import document
+from harness.report import document, read_results
 
 TOOLCHAINS = ("pypi-3.0.0", "pypi-3.6.1", "src-2.9.4")
 NODE_CASES = 560  # 3 x 3 pairings x 560 cases: over 5000 cells, so the node suite's document is gzipped
 LINK = "https://github.com/owner/mnn-matrix/blob/results"
+LLM_RUN = Path(__file__).resolve().parent.parent / "results" / "llm" / "results.json.gz"  # nox -s matrix -- --suite llm
 NIGHTS = ("2026-01-01T03:00:00+0000", "2026-01-02T03:00:00+0000", "2026-01-03T03:00:00+0000",
           "2026-01-04T03:00:00+0000", "2026-01-05T03:00:00+0000")
 
@@ -60,9 +62,22 @@ def run_document(suite: str, finished: str, failing: dict[tuple[str, str, str], 
         variants=[VariantRecord(id="fp32", flags=[], tolerance={"max_abs_ratio": 0.01})])
 
 
-def write_run(out: Path, zoo: Results, node: Results) -> Path:
-    """A results directory as `harness matrix` leaves it: zoo tables at the top, the node suite's in onnx-node/."""
-    for results, directory in ((zoo, out), (node, out / "onnx-node")):
+def llm_run(finished: str, regressed: bool = False) -> Results:
+    """The committed llm run as finished at `finished`; `regressed`: one cell that passes there gets the outcome of a
+    cell that crashes in it (another pairing of the same run), as a run where that pairing broke would record."""
+    results = read_results(LLM_RUN)
+    cells = results.cells
+    if regressed:
+        crash = next(c for c in cells if c.outcome.verdict == Verdict.CRASH)
+        at = next(i for i, c in enumerate(cells) if c.outcome.verdict == Verdict.PASS)
+        cells = [*cells[:at], cells[at].model_copy(update={"outcome": crash.outcome}), *cells[at + 1:]]
+    return results.model_copy(update={"cells": cells, "run": results.run.model_copy(update={"finished": finished})})
+
+
+def write_run(out: Path, zoo: Results, node: Results, llm: Results | None = None) -> Path:
+    """A results directory as `harness matrix` leaves it: zoo tables at the top, the node suite's in onnx-node/, the
+    llm suite's (when its job succeeded) in llm/."""
+    for results, directory in ((zoo, out), (node, out / "onnx-node"), *([(llm, out / "llm")] if llm else [])):
         directory.mkdir(parents=True, exist_ok=True)
         name, data = document(results)
         (directory / name).write_bytes(data)
@@ -82,7 +97,8 @@ class Nights:
     def results(self, night: int, **changes) -> Path:
         zoo = run_document("zoo", NIGHTS[night], changes.get("zoo"), changes.get("unavailable", ()))
         node = run_document("onnx-node", NIGHTS[night], changes.get("node"), changes.get("unavailable", ()))
-        return write_run(self.root / f"night-{night}", zoo, node)
+        llm = llm_run(NIGHTS[night], changes.get("llm_regressed", False)) if changes.get("llm") else None
+        return write_run(self.root / f"night-{night}", zoo, node, llm)
 
     def compare(self, results: Path) -> tuple[int, dict[str, str], Path]:
         outputs, body = results / "github-output", results / "issue.md"
@@ -240,3 +256,41 @@ def test_errors_have_their_own_exit_code(nights: Nights, tmp_path: Path) -> None
     empty = tmp_path / "empty"
     empty.mkdir()
     assert nights.compare(empty)[0] == 2 and nights.publish(empty, "9") == 2
+
+
+def test_the_llm_suite_is_published_under_llm_and_compared_with_its_own_baseline(nights: Nights) -> None:
+    real = read_results(LLM_RUN)
+    assert real.suite == "llm"  # compare-to-published refuses a document of another suite in llm/
+    results = nights.results(0, llm=True)
+    assert nights.compare(results)[0] == 4
+    assert nights.publish(results, "1") == 0
+    assert nights.commits() == ["Results of run 1: zoo, onnx-node, llm"]
+    assert {"llm/results.json.gz", "llm/results.md", "history/20260101T030000Z-llm.json.gz"} <= nights.files()
+    status = json.loads(nights.show("published.json"))["suites"]["llm"]
+    assert status["cells"] == len(real.cells) and status["passed"] == sum(c.outcome.verdict == "pass"
+                                                                           for c in real.cells)
+    assert status["files"] == ["llm/results.json.gz", "llm/results.md"]
+    results = nights.results(1, llm=True, llm_regressed=True)
+    code, outputs, body = nights.compare(results)
+    assert code == 3 and outputs == {"regression": "true", "baseline": "found"}
+    assert "**1 newly failing**" in (results / "llm" / "diff.md").read_text()  # against llm/, not the zoo's tables
+    assert "No cell changed." in (results / "diff.md").read_text()
+    text = body.read_text()
+    assert f"- llm: 1 newly failing, [full diff]({LINK}/history/20260102T030000Z-llm.diff.md)" in text
+    assert "| pass | crash |" in text
+    assert nights.publish(results, "2") == 0
+    assert "**1 newly failing**" in nights.show("history/20260102T030000Z-llm.diff.md").decode()
+
+
+def test_a_night_without_the_llm_document_publishes_the_rest_and_keeps_the_llm_tables(nights: Nights) -> None:
+    """A failed llm job leaves no llm/ in the run: the zoo and node suite are compared and published as ever."""
+    assert nights.publish(nights.results(0, llm=True), "1") == 0
+    published = nights.show("llm/results.json.gz")
+    results = nights.results(1)
+    code, outputs, _ = nights.compare(results)
+    assert code == 0 and outputs == {"regression": "false", "baseline": "found"}
+    assert nights.publish(results, "2") == 0
+    assert nights.commits()[0] == "Results of run 2: zoo, onnx-node"
+    assert nights.show("llm/results.json.gz") == published
+    status = json.loads(nights.show("published.json"))["suites"]
+    assert status["llm"]["run"] == "1" and status["zoo"]["run"] == "2"

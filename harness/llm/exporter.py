@@ -9,6 +9,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -76,7 +77,7 @@ class Package:
 LEGACY_BEFORE = (3, 3)
 SITECUSTOMIZE = Path(__file__).with_name("sitecustomize_legacy.py")
 # The code that decides what an export comes to (a failed export is kept until it changes): part of its key.
-EXPORT_CODE = ("llm/exporter.py", "llm/sitecustomize_legacy.py")
+EXPORT_CODE = ("llm/exporter.py", "llm/sitecustomize_legacy.py", "llm/tools_shim.py")
 LEGACY_NOTE = ("exported with transformers 4.48.3 (the tokenizer's class named as 4.x names it) and torch.onnx.export "
                "defaulting to TorchScript, as in its time")
 
@@ -174,8 +175,6 @@ def export(exporter: Exporter, model: BuiltLlm, variant: LlmVariant, root: Path,
     if record.exists() and not fresh:
         return Package(**base, **json.loads(record.read_text()))
     source = exporter.script.read_text()
-    if exporter.script.name == "llm_export.py":  # 2.9.x: another command line, and model types with their configs
-        return _remember(record, Package(**base, ok=False, applies=False, reason=UNDRIVEN_EXPORTER))
     missing = [flag for flag in variant.flags if flag.startswith("--") and f"'{flag}'" not in source]
     if missing:
         return _remember(record, Package(**base, ok=False, reason=f"this exporter has no {' '.join(missing)}",
@@ -184,27 +183,74 @@ def export(exporter: Exporter, model: BuiltLlm, variant: LlmVariant, root: Path,
     directory.mkdir(parents=True)
     wrapper = write_converter(directory.parent / f"{directory.name}.mnnconvert", exporter.python)
     path = legacy_model(model.directory, root.parent / "legacy-models") if exporter.legacy else model.directory
-    argv = [str(env.python), exporter.script.name, "--path", str(path), "--dst_path", str(directory),
-            "--export", "mnn", "--mnnconvert", str(wrapper), *variant.flags]
+    environment = {**os.environ, **OFFLINE, "PYTHONPATH": str(exporter.extras)}
+    if exporter.script.name == "llm_export.py":
+        argv, cwd = _first_exporter_command(exporter, model, path, directory, wrapper, environment)
+        first = FIRST_EXPORTER_NOTE.format(type=FIRST_EXPORTER_TYPES[model.spec.arch])
+        base["note"] = "; ".join(filter(None, (base["note"], first)))
+    else:
+        argv, cwd = [str(env.python), exporter.script.name, "--path", str(path), "--dst_path", str(directory),
+                     "--export", "mnn", "--mnnconvert", str(wrapper), *variant.flags], exporter.tree
     start = time.perf_counter()
     try:
-        done = subprocess.run(argv, cwd=exporter.tree, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                              timeout=EXPORT_TIMEOUT_S,
-                              env={**os.environ, **OFFLINE, "PYTHONPATH": str(exporter.extras)})
+        done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              timeout=EXPORT_TIMEOUT_S, env=environment)
         output, code = done.stdout + done.stderr, done.returncode
     except subprocess.TimeoutExpired as expired:
         output, code = str(expired.stdout or "") + str(expired.stderr or ""), "timeout"
     seconds = round(time.perf_counter() - start, 2)
     (directory.parent / f"{directory.name}.log").write_text(output)
-    made = (directory / "llm.mnn").exists() and (directory / "config.json").exists()
-    if not made:
+    config = directory / ("config.json" if (directory / "config.json").exists() else "llm_config.json")
+    if not ((directory / "llm.mnn").exists() and config.exists()):
         reason = next((line.strip() for line in reversed(output.splitlines()) if "Error" in line or "error" in line),
                       f"exit code {code}, no llm.mnn written")
         return _remember(record, Package(**base, ok=False, reason=f"export failed: {reason}", log_tail=tail(output),
                                          export_s=seconds))
-    config = json.loads((directory / "config.json").read_text())
-    (directory / RUN_CONFIG).write_text(json.dumps({**config, **RUN_SETTINGS}, indent=2))
+    # 2.9.x's runtime reads llm_config.json by default and takes its other files' names from the config we write
+    settings = json.loads(config.read_text()) if config.name == "config.json" else {}
+    (directory / RUN_CONFIG).write_text(json.dumps({**settings, **RUN_SETTINGS}, indent=2))
     return _remember(record, Package(**base, ok=True, log_tail=tail(output), export_s=seconds))
+
+
+# 2.9.x's exporter (llm_export.py) takes a model --type and copies llm_models/<type>/* (the type's modeling code and
+# its stock model's config.json) over the model before loading it. Our tiny models are of these types; they take the
+# type's modeling code with their own config (the stock config would give them the stock model's shapes).
+FIRST_EXPORTER_TYPES = {"qwen2-tied": "Qwen2-0_5B-Instruct", "qwen2": "Qwen2-7B-Instruct",
+                        "llama": "TinyLlama-1_1B-Chat"}
+FIRST_EXPORTER_NOTE = ("2.9.x's exporter: model type {type}, its modeling code with the tiny model's own config.json "
+                       "(its auto_map naming the type's config class)")
+TOOLS_SHIM = Path(__file__).with_name("tools_shim.py")
+
+
+def auto_map(stock: dict, types: Path) -> dict[str, str]:
+    """The type's auto_map, with its configuration class where it ships one but does not map it (TinyLlama's): since
+    4.4x transformers refuses remote model code whose config class is not the config it loaded."""
+    mapped = dict(stock.get("auto_map", {}))
+    for module in sorted(types.glob("configuration_*.py")):
+        found = re.search(r"^class (\w+Config)\(PretrainedConfig\)", module.read_text(), re.MULTILINE)
+        if found:
+            mapped.setdefault("AutoConfig", f"{module.stem}.{found[1]}")
+    return mapped
+
+
+def _first_exporter_command(exporter: Exporter, model: BuiltLlm, path: Path, directory: Path, wrapper: Path,
+                            environment: dict[str, str]) -> tuple[list[str], Path]:
+    """2.9.x's command line, run in a work directory beside the package that holds llm_models/<type>/, a copy of the
+    model named as its type (the exporter writes into it) and the `_tools` it converts with."""
+    kind = FIRST_EXPORTER_TYPES[model.spec.arch]
+    work = directory.parent / f"{directory.name}.work"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(path, work / kind)
+    types = work / "llm_models" / kind
+    shutil.copytree(exporter.tree / "llm_models" / kind, types, ignore=shutil.ignore_patterns("config.json"))
+    stock = json.loads((exporter.tree / "llm_models" / kind / "config.json").read_text())
+    config = json.loads((path / "config.json").read_text())
+    (types / "config.json").write_text(json.dumps({**config, "auto_map": auto_map(stock, types)}, indent=2))
+    shutil.copyfile(TOOLS_SHIM, work / "_tools.py")
+    environment.update(PYTHONPATH=f"{work}{os.pathsep}{exporter.extras}", MNN_MATRIX_CONVERTER=str(wrapper))
+    output = os.path.relpath(directory, work)  # it writes to f"./{path}/...": a path relative to its cwd
+    return [str(exporter.env.python), str(exporter.script), "--path", str(work / kind), "--type", kind, "--export",
+            "--export_mnn", "--onnx_path", output, "--mnn_path", output], work
 
 
 _LEGACY_COPY = threading.Lock()
@@ -226,10 +272,6 @@ def legacy_model(directory: Path, root: Path) -> Path:
         shutil.rmtree(target, ignore_errors=True)
         partial.rename(target)
         return target
-
-
-UNDRIVEN_EXPORTER = ("not run: 2.9.x's exporter (llm_export.py) has another command line, a model --type whose files "
-                   "in llm_models/ it copies over the model's, which this suite does not drive")
 
 
 def _remember(record: Path, package: Package) -> Package:

@@ -1,9 +1,10 @@
 """Build the tiny LLMs of the `llm` suite, in the exporter venv (torch, transformers, tokenizers), offline.
 
 Usage: python make_models.py JOBS.json, where JOBS.json is a list of {"name", "arch", "dir", "prompt", "new_tokens",
-"seed"}. Each model is a seeded random decoder built from a transformers config, saved with a tiny byte-level BPE
-tokenizer (vocab.json, merges.txt, tokenizer.json), and `reference.json`: transformers' fp32 greedy ids for the
-prompt and the first step's logits. Standalone: it does not import the harness.
+"penalty", "seed"}. Each model is a seeded random decoder built from a transformers config, saved with a tiny
+byte-level BPE tokenizer (vocab.json, merges.txt, tokenizer.json), and `reference.json`: transformers' fp32 greedy ids
+for the prompt (plain, and with the repetition penalty MNN's sampler hard-codes before 3.1) and the first step's
+logits. Standalone: it does not import the harness.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ SENTENCES = ["hello world", "the quick brown fox jumps over the lazy dog", "mnn 
              "a tiny tokenizer for tests", "0 1 2 3 4 5 6 7 8 9"]
 VOCAB = 320  # byte-level alphabet (256) plus a few merges and the special tokens
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-SIZES = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+GRID_STEP = 2.0 ** -4
+# 128 wide: exporters of 3.0 and 3.1 quantize in blocks of 128 along the input channels (narrower fails or is garbage)
+SIZES = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
          "num_key_value_heads": 2, "max_position_embeddings": 256}
 
 
@@ -39,6 +42,19 @@ def tokenizer(directory: Path):
     return fast
 
 
+def on_grid(shape):
+    """Random weights k·step (k in -8..7), every 16 inputs of a row holding both extremes (at random places): MNN's
+    asymmetric 4- and 8-bit quantization, per channel or per block of 16·n inputs (the converter's and the exporters'
+    own: scale (max - min) / 15 or 255, k integral), and bf16/fp16 store them exactly, so every variant's package
+    computes what transformers computes (quantization error would hide real breaks)."""
+    import torch
+
+    chunks = torch.randint(-8, 8, (*shape[:-1], shape[-1] // 16, 16))
+    chunks[..., 0], chunks[..., 1] = -8, 7
+    chunks = chunks.gather(-1, torch.rand(chunks.shape).argsort(-1))
+    return chunks.reshape(shape).float() * GRID_STEP
+
+
 def model(arch: str, vocab: int, seed: int):
     import torch
     import transformers
@@ -55,9 +71,12 @@ def model(arch: str, vocab: int, seed: int):
         raise ValueError(f"unknown arch {arch}")
     config.architectures = [{"llama": "LlamaForCausalLM"}.get(arch, "Qwen2ForCausalLM")]
     built = transformers.AutoModelForCausalLM.from_config(config).eval()
-    with torch.no_grad():  # random init is small: widen it so greedy decoding is not a tie everywhere
+    if arch.startswith("qwen2"):  # as Qwen2's instruct models: <|im_end|> or <|endoftext|> ends a reply (a list)
+        built.generation_config.eos_token_id = [SPECIAL.index("<|im_end|>"), SPECIAL.index("<|endoftext|>")]
+    with torch.no_grad():
         for parameter in built.parameters():
-            parameter.normal_(0.0, 0.2) if parameter.dim() > 1 else None
+            if parameter.dim() > 1:
+                parameter.copy_(on_grid(parameter.shape))
     return built
 
 
@@ -72,9 +91,11 @@ def build(job: dict) -> None:
     ids = torch.tensor([job["prompt"]])
     with torch.no_grad():
         logits = built(ids).logits[0, -1].tolist()
-        generated = built.generate(ids, max_new_tokens=job["new_tokens"], min_new_tokens=job["new_tokens"],
-                                   do_sample=False, eos_token_id=None, pad_token_id=0)[0, ids.shape[1]:].tolist()
-    (directory / "reference.json").write_text(json.dumps({"ids": generated, "logits": logits}))
+        greedy = {name: built.generate(ids, max_new_tokens=job["new_tokens"], min_new_tokens=job["new_tokens"],
+                                       do_sample=False, eos_token_id=None, pad_token_id=0, repetition_penalty=penalty
+                                       )[0, ids.shape[1]:].tolist()
+                  for name, penalty in (("ids", 1.0), ("penalized_ids", job["penalty"]))}
+    (directory / "reference.json").write_text(json.dumps({**greedy, "logits": logits}))
 
 
 if __name__ == "__main__":

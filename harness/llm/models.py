@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness.exporter_env import OFFLINE, ExporterEnv
+from harness.worker import HARD_CODED_PENALTY
 
 SCRIPT = Path(__file__).resolve().parent / "make_models.py"
 PROMPT = (5, 17, 42, 99, 120, 7, 64, 201)  # fixed token ids, fed to every runtime (no tokenizer in the loop)
@@ -36,7 +37,8 @@ class BuiltLlm:
 
     @property
     def reference(self) -> dict:
-        """transformers' fp32 greedy ids for PROMPT and the first step's logits."""
+        """transformers' fp32 greedy ids for PROMPT (`ids`; `penalized_ids` with MNN's hard-coded repetition penalty
+        before 3.1) and the first step's logits."""
         return json.loads((self.directory / "reference.json").read_text())
 
 
@@ -44,7 +46,8 @@ def build_models(specs: list[TinyLlm], root: Path, env: ExporterEnv) -> dict[str
     """Each model's directory under `root`, built unless already there (one exporter-venv process for all)."""
     built = {}
     for spec in specs:
-        recipe = json.dumps([SCRIPT.read_text(), asdict(spec), PROMPT, NEW_TOKENS, env.directory.name])
+        recipe = json.dumps([SCRIPT.read_text(), asdict(spec), PROMPT, NEW_TOKENS, HARD_CODED_PENALTY,
+                             env.directory.name])
         digest = hashlib.sha256(recipe.encode()).hexdigest()[:12]
         built[spec.name] = BuiltLlm(spec, root / f"{spec.name}-{digest}", digest)
     missing = [b for b in built.values() if not (b.directory / "reference.json").exists()]
@@ -52,7 +55,8 @@ def build_models(specs: list[TinyLlm], root: Path, env: ExporterEnv) -> dict[str
         root.mkdir(parents=True, exist_ok=True)
         jobs = root / "jobs.json"
         jobs.write_text(json.dumps([{"name": b.spec.name, "arch": b.spec.arch, "seed": b.spec.seed,
-                                     "dir": str(b.directory), "prompt": list(PROMPT), "new_tokens": NEW_TOKENS}
+                                     "dir": str(b.directory), "prompt": list(PROMPT), "new_tokens": NEW_TOKENS,
+                                     "penalty": HARD_CODED_PENALTY}
                                     for b in missing]))
         with (root / "build.log").open("w") as log:
             subprocess.run([str(env.python), "-I", str(SCRIPT), str(jobs)], stdout=log, stderr=subprocess.STDOUT,
