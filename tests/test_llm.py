@@ -211,3 +211,20 @@ def test_a_runtime_before_3_1_is_judged_by_the_repetition_penalty_its_greedy_sam
     own = outcomes["src-3.0.1"]
     assert own.verdict == Verdict.PASS, own
     assert "1.1 repetition penalty" in own.note, own
+
+
+def test_a_2_9_package_converted_by_a_3x_pymnn_cannot_execute_silu_on_2_9_4(exporting, llm_toolchains,
+                                                                            workspace: Workspace, tmp_path: Path):
+    """Field report 1 on a real run: 2.9.x's exporter converts with whatever PyMNN's _tools is installed; a 3.x
+    converter writes SiLU as a Unary op 2.9.4's runtime cannot execute."""
+    spec = SourceSpec(id="src-2.9.4", kind="source", version="2.9.4", ref=MNN_2_9_4)
+    toolchain = make_toolchain(spec, Workspace(tmp_path, shared_envs=workspace.envs))
+    try:
+        toolchain.provision()
+    except ProvisionError as error:
+        pytest.skip(f"needs src-2.9.4's image ({error}); build it with `nox -s build -- src-2.9.4` (needs Docker)")
+    made, built = exporting(llm_toolchains["pypi-3.4.0"], "2.9.4", "tiny-llama", "default", tmp_path / "llm",
+                            commit=MNN_2_9_4)
+    outcome = judged(made, built, ["src-2.9.4"], {"src-2.9.4": toolchain})["src-2.9.4"]
+    assert outcome.verdict == Verdict.UNSUPPORTED_OP, outcome
+    assert "Unary Op can not execute" in outcome.log_excerpt, outcome

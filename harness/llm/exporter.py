@@ -48,7 +48,12 @@ VARIANTS = {v.id: v for v in (
     LlmVariant("q8-lm8", ("--quant_bit", "8", "--lm_quant_bit", "8"), "8-bit weights and lm_head"),
     LlmVariant("fp16", ("--quant_bit", "16"), "float16 weights"),
     LlmVariant("compat-c4", ("--disable_transformer_c4",), "newer exporters' switch for older engines"),
+    LlmVariant("pypi-tools", (), "2.9.x's exporter converting with the newest PyPI wheel's _tools: the one it imports "
+                                 "where a newer PyMNN is installed"),
 )}
+INSTALLED_TOOLS = "pypi-tools"
+NOT_INSTALLED_TOOLS = ("not run: only 2.9.x's exporter converts with the installed PyMNN's _tools (later ones take "
+                       "--mnnconvert)")
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,7 @@ class Exporter:
     env: ExporterEnv
     extras: Path
     legacy: bool = False
+    converter_note: str = ""  # whose converter, where it is not the toolchain's own
 
     @property
     def script(self) -> Path:
@@ -171,7 +177,7 @@ def export(exporter: Exporter, model: BuiltLlm, variant: LlmVariant, root: Path,
     directory = root / f"{exporter.toolchain}-{model.spec.name}-{variant.id}-{key}"
     record = directory.parent / f"{directory.name}.json"
     base = dict(exporter=exporter.toolchain, model=model.spec.name, variant=variant.id, directory=directory,
-                note=LEGACY_NOTE if exporter.legacy else "")
+                note="; ".join(filter(None, (LEGACY_NOTE if exporter.legacy else "", exporter.converter_note))))
     if record.exists() and not fresh:
         return Package(**base, **json.loads(record.read_text()))
     source = exporter.script.read_text()

@@ -23,8 +23,19 @@ from harness.config import Tolerance
 from harness.exporter_env import ExporterEnv, ExporterEnvError, exporter_env, legacy_exporter_env
 from harness.judge import tail
 from harness.llm.bundle import write_llm_bundles
-from harness.llm.exporter import VARIANTS, Exporter, Package, ensure_extras, export, exporter_tree, is_legacy
+from harness.llm.exporter import (
+    INSTALLED_TOOLS,
+    NOT_INSTALLED_TOOLS,
+    VARIANTS,
+    Exporter,
+    Package,
+    ensure_extras,
+    export,
+    exporter_tree,
+    is_legacy,
+)
 from harness.llm.models import NEW_TOKENS, PROMPT, TINY, BuiltLlm, build_models
+from harness.opsupport import version_key
 from harness.plan import digest, harness_digest
 from harness.pool import WorkerPool
 from harness.progress import Progress
@@ -85,11 +96,21 @@ def run_llm_suite(config: Path, selection: Selection, workspace: Workspace, jobs
         return None
     wanted = [(e, m, v) for e in exporters for m in models.values() for v in variants]
 
+    newest_pypi = max((r for r in ok.values() if r.kind == "pypi"), key=lambda r: version_key(r.version), default=None)
+
     def package(item: tuple[str, BuiltLlm, str]) -> Package:
         exporter, model, variant = item
-        if not isinstance(made[exporter], Exporter):
-            return Package(exporter, model.spec.name, variant, root, ok=False, reason=made[exporter], applies=False)
-        return export(made[exporter], model, VARIANTS[variant], root / "packages", fresh)
+        chosen = made[exporter]
+        if not isinstance(chosen, Exporter):
+            return Package(exporter, model.spec.name, variant, root, ok=False, reason=chosen, applies=False)
+        if variant == INSTALLED_TOOLS:
+            if chosen.script.name != "llm_export.py" or newest_pypi is None:
+                return Package(exporter, model.spec.name, variant, root, ok=False, reason=NOT_INSTALLED_TOOLS,
+                               applies=False)
+            chosen = replace(chosen, python=tuple(toolchains[newest_pypi.id].python_command(chosen.tree)),
+                             identity=f"{chosen.identity} with {newest_pypi.id}",
+                             converter_note=f"converted with {newest_pypi.id}'s _tools")
+        return export(chosen, model, VARIANTS[variant], root / "packages", fresh)
 
     with progress.task("convert", total=len(wanted)) as advance:
         packages = _in_order(package, wanted, min(jobs, os.cpu_count() or 1), advance)
