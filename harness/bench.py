@@ -28,8 +28,7 @@ from onnx import TensorProto, helper
 from rich.console import Console
 from rich.table import Table
 
-from harness import matrix as matrix_module
-from harness import protocol
+from harness import protocol, provisioning
 from harness.matrix import load, run_matrix, run_suite
 from harness.progress import Progress
 from harness.records import Results, Verdict
@@ -127,18 +126,18 @@ def _suite_figures(results: Results, progress: Progress) -> dict:
 @contextlib.contextmanager
 def _new_identity(toolchain_id: str) -> Iterator[None]:
     """Within, `toolchain_id` has another identity, as a new SHA of it would: every key that names it changes."""
-    ready = matrix_module.ready_toolchains
+    ready = provisioning.ready_toolchains  # read there at each call, by the matrix and the llm suite alike
 
     def altered(*args, **kwargs):
         toolchains, records = ready(*args, **kwargs)
         return toolchains, [r.model_copy(update={"provenance": {**r.provenance, "bench": "simulated new SHA"}})
                             if r.id == toolchain_id else r for r in records]
 
-    matrix_module.ready_toolchains = altered
+    provisioning.ready_toolchains = altered
     try:
         yield
     finally:
-        matrix_module.ready_toolchains = ready
+        provisioning.ready_toolchains = ready
 
 
 def _per_cell_figures(results: Results) -> dict:

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -17,7 +18,7 @@ from harness.records import Results
 from harness.report import read_results, write_results
 from harness.report.markdown import render_diff
 from harness.selection import Selection
-from harness.suites import SUITES
+from harness.suites import SUITES, ZOO
 from harness.supervisor import default_jobs
 from harness.workspace import Workspace
 
@@ -55,13 +56,14 @@ def main() -> None:
 @click.option("--converter", "converters", multiple=True, help="only these toolchains convert")
 @click.option("--runtime", "runtimes", multiple=True, help="only these toolchains run")
 @click.option("--model", "-m", "models", multiple=True,
-              help="zoo model name or tag, or the path of your own .onnx file (repeatable)")
+              help="zoo model name or tag, the path of your own .onnx file, or an llm suite model (repeatable)")
 @click.option("--variant", "-v", "variants", multiple=True, help="only these conversion variants")
 @click.option("--api", "apis", multiple=True, type=click.Choice(["module", "session"]), help="only these APIs")
 @click.option("--suite", "suites", multiple=True, type=click.Choice(list(SUITES)),
               help="zoo: the model zoo (and your models); onnx-node: ONNX's node conformance suite, where "
-                   "--model names ops or cases [default: zoo, plus onnx-node when matrix.yaml enables it and "
-                   "no --model is given]")
+                   "--model names ops or cases; llm: MNN's LLM exporter x MNN.llm [default: zoo and llm, each "
+                   "unless --model names none of its models, plus onnx-node when matrix.yaml enables it and no "
+                   "--model is given]")
 @click.option("--inputs", type=click.Path(path_type=Path, dir_okay=False), help="inputs (.npz) for your model")
 @click.option("--dim", "dims", multiple=True, callback=_dims, help="a symbolic input dimension: NAME=N")
 @click.option("--jobs", "-j", type=click.IntRange(1), default=default_jobs(), show_default="4 per core",
@@ -71,7 +73,7 @@ def main() -> None:
 @click.option("--fresh", is_flag=True, help="ignore what earlier runs stored: convert and run every cell again")
 @click.option("--reproducers/--no-reproducers", default=None,
               help="write a reproducer bundle for every failing cell to .mnn-matrix/reproducers/<suite>/ "
-                   "[default: on for the zoo, off for onnx-node]")
+                   "[default: on for the zoo and llm, off for onnx-node]")
 @click.option("--shard", callback=_shard, metavar="I/N",
               help="run only shard I of N (a stable subset of the cells, by key); `harness merge` joins the shards")
 @click.option("--quiet", "-q", is_flag=True, help="no progress display")
@@ -88,14 +90,15 @@ def matrix(config: Path, toolchains, converters, runtimes, models, variants, api
     with _user_errors():
         default = load(config, Selection())
         chosen = [SUITES[name] for name in suites] or [
-            suite for suite in SUITES.values() if suite.enabled(default, selection)]
+            suite for suite in SUITES.values() if suite.enabled(default, selection)] or [ZOO]  # ZOO says why
         for suite in chosen:
+            own = selection if suites else replace(selection, models=tuple(filter(suite.owns, selection.models)))
             target = out / suite.results_dir
             bundles = workspace.root / "reproducers" / suite.name if (
                 reproducers if reproducers is not None else suite.reproducers) else None
             started = time.monotonic()
             with Progress(quiet=quiet) as progress:
-                results, written = run_suite(config, selection, workspace, jobs, fresh, progress, suite, target,
+                results, written = run_suite(config, own, workspace, jobs, fresh, progress, suite, target,
                                              bundles, history=out if not (selection.narrowed or shard) else None)
             if results is None:
                 click.echo(f"{suite.name}: nothing changed since the run that wrote {target}: its results stand "

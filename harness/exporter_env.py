@@ -9,13 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.toolchains import ProvisionError, run_step
+from harness.toolchains import ProvisionError, make_venv
 from harness.workspace import Workspace
 
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements" / "exporters.txt"
@@ -51,20 +50,11 @@ class ExporterEnv:
         """Make the venv unless it is complete; return the versions it holds. Raises ExporterEnvError."""
         if self.marker.exists():
             return json.loads(self.marker.read_text())
-        shutil.rmtree(self.directory, ignore_errors=True)
-        self.directory.parent.mkdir(parents=True, exist_ok=True)
-        pip = [str(self.python), "-m", "pip", "install", "--disable-pip-version-check", "--retries", "2",
-               "--timeout", "60"]
-        with self.directory.with_suffix(".log").open("w") as log:
-            def step(argv: list[str], failure: str) -> str:
-                return run_step(argv, log, failure, ExporterEnvError)
-
-            step([sys.executable, "-m", "venv", str(self.directory)], "could not create a venv")
-            step([*pip, TORCH], f"pip could not install {TORCH}")
-            step([*pip, "-r", str(self.requirements)], f"pip could not install {self.requirements.name}")
-            probe = step([str(self.python), "-I", "-c", PROBE.replace("{names}", repr(self.modules))],
-                         "the exporter packages do not import")
-        versions = json.loads(next(line[6:] for line in probe.splitlines() if line.startswith("PROBE ")))
+        versions = make_venv(self.directory, [([TORCH], f"pip could not install {TORCH}"),
+                                              (["-r", str(self.requirements)],
+                                               f"pip could not install {self.requirements.name}")],
+                             PROBE.replace("{names}", repr(self.modules)), "the exporter packages do not import",
+                             ExporterEnvError)
         self.marker.write_text(json.dumps(versions, indent=2))
         return versions
 

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from harness import __version__
+from harness import __version__, provisioning
 from harness.config import Matrix, load_matrix
 from harness.history import keep as keep_history
 from harness.merge import in_order
@@ -20,10 +20,9 @@ from harness.opsupport import coverage, op_support
 from harness.plan import Cell, Plan, digest, harness_digest, make_plan
 from harness.pool import WorkerPool
 from harness.progress import Progress
-from harness.provisioning import ready_toolchains
 from harness.records import CellRecord, ConversionRecord, ExcludedCase, ModelRecord, Results, RunInfo, VariantRecord
 from harness.report import no_cycle_collection, write_results
-from harness.reproducer import bundled_by_default, failing_groups, write_bundles
+from harness.reproducer import bundled, failing_groups, write_bundles
 from harness.runner import Runner
 from harness.selection import Selection, narrow
 from harness.store import Store
@@ -53,13 +52,13 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
         return suite.run(config, selection, workspace, jobs, fresh, progress, reproducers, target)
     matrix = load(config, selection, suite)
     chosen = suite.models(matrix, selection, workspace, progress)
-    toolchains, toolchain_records = ready_toolchains(matrix, workspace, progress)
+    toolchains, toolchain_records = provisioning.ready_toolchains(matrix, workspace, progress)
     identities = {r.id: digest(r.provenance) for r in toolchain_records if r.status == "ok"}
     plan = make_plan(matrix, identities, chosen.models, chosen.variants)
     if selection.shard:
         plan = plan.shard(*selection.shard)
     store = Store(workspace.store, started.isoformat(timespec="seconds"), fresh)
-    if target is not None and store.current(target, plan_id(plan, reproducers)):
+    if target is not None and store.current(target, plan_id(plan.id, reproducers)):
         store.close()
         return None
     pool = WorkerPool(toolchains, matrix.run.memory_limit_mb, worker_requests)
@@ -79,7 +78,7 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
         run=RunInfo(started=started.isoformat(timespec="seconds"),
                     finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     duration_s=round(time.monotonic() - clock, 3), phases=dict(progress.durations), jobs=jobs,
-                    resumed_cells=reused, plan=plan_id(plan, reproducers), selection=selection.summary(config),
+                    resumed_cells=reused, plan=plan_id(plan.id, reproducers), selection=selection.summary(config),
                     harness={"version": __version__, "digest": harness_digest()}),
         host=host_info(), settings=matrix.run.model_dump(), toolchains=toolchain_records,
         models=[ModelRecord(name=m.name, sha256=m.sha256, source=m.source, tags=list(m.tags), guards=m.guards,
@@ -90,14 +89,13 @@ def run_matrix(config: Path, selection: Selection, workspace: Workspace, jobs: i
                                 description=v.description) for v in matrix.variants if v.id in used_variants],
         excluded=excluded, conversions=[conversions[c.key] for c in plan.conversions], cells=cells,
         op_support=ops, coverage=coverage(ops, toolchain_records))
+    bundles = {name: model for name, model in chosen.models.items() if bundled(model.tags, bool(selection.models))}
     with no_cycle_collection():  # 650,000 new records, none garbage
         results = in_order(results)  # the order `harness merge` gives the shards of this run too
+        groups = failing_groups(results, bundles) if reproducers is not None else []
     if reproducers is not None:
-        bundled = {name: model for name, model in chosen.models.items()
-                   if selection.models or bundled_by_default(model.tags)}
-        groups = failing_groups(results, bundled)
         with progress.task("reproducers", total=len(groups)) as advance:
-            write_bundles(results, groups, bundled, workspace.store, reproducers, advance)
+            write_bundles(results, groups, bundles, workspace.store, reproducers, advance)
         results = results.model_copy(update={"run": results.run.model_copy(update={
             "phases": dict(progress.durations), "duration_s": round(time.monotonic() - clock, 3)})})
     return results
@@ -158,10 +156,10 @@ def run_cells(plan: Plan, tasks: Tasks, store: Store, runner: Runner,
     return cells, reused
 
 
-def plan_id(plan: Plan, reproducers: Path | None) -> str:
-    """What a run's documents are made from: its plan, the harness that writes them (documents, tables, bundles),
-    and whether and where it writes reproducer bundles."""
-    return digest(plan.id, harness_digest(), str(reproducers.resolve()) if reproducers else None)
+def plan_id(plan: str, reproducers: Path | None) -> str:
+    """What a run's documents are made from: its plan's content, the harness that writes them (documents, tables,
+    bundles), and whether and where it writes reproducer bundles."""
+    return digest(plan, harness_digest(), str(reproducers.resolve()) if reproducers else None)
 
 
 def run_suite(config: Path, selection: Selection, workspace: Workspace, jobs: int, fresh: bool, progress: Progress,

@@ -53,6 +53,7 @@ def prepare_real_models(specs: list[RealSpec], workspace: Workspace,
     env = exporters.exporter_env(workspace)
     recipes = {spec.name: recipe(spec) for spec in specs}
     pending = [spec for spec in specs if _cached(root / spec.name, recipes[spec.name]) is None]
+    outcome = RealModels()
     if pending:
         try:
             env.ensure()
@@ -62,11 +63,12 @@ def prepare_real_models(specs: list[RealSpec], workspace: Workspace,
             env.export(jobs, root / "real-export.log")
             for spec in pending:
                 _finish(spec, root / spec.name, recipes[spec.name])
-        except exporters.ExporterEnvError as error:
+        except exporters.ExporterEnvError as error:  # only the pending ones fail: those exported before stand
             say(f"real models not exported: {error.reason}")
-            return RealModels(failed={spec.name: f"exporter venv: {error.reason}" for spec in specs})
-    outcome = RealModels()
+            outcome.failed.update({spec.name: f"exporter venv: {error.reason}" for spec in pending})
     for spec in specs:
+        if spec.name in outcome.failed:
+            continue
         cached = _cached(root / spec.name, recipes[spec.name])
         if isinstance(cached, PreparedModel):
             outcome.models[spec.name] = cached

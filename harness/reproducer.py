@@ -33,10 +33,10 @@ BUNDLE_FILES = Path(__file__).with_name("bundle")
 JUDGE = Path(judge.__file__)
 
 
-def bundled_by_default(tags: Iterable[str]) -> bool:
-    """Whether a full run bundles a model's failures: not the real family's (megabytes each, thousands of failing
-    cells); a run that names its models (`--model`) bundles theirs too."""
-    return "real" not in tags
+def bundled(tags: Iterable[str], models_named: bool) -> bool:
+    """Whether a run bundles a model's failures: a run that names its models (`--model`) all of theirs, a full run
+    all but the real family's (megabytes each, thousands of failing cells)."""
+    return models_named or "real" not in tags
 
 
 def bundle_id(cell: CellRecord) -> str:

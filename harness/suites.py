@@ -105,19 +105,16 @@ class Suite:
     op_support: bool  # aggregate an op-support table and coverage scores (one op per model)
     selection_problems: Callable[[Selection], list[str]] = lambda _selection: []
     run: Callable[..., object] | None = None  # llm: a run of its own (harness.llm.run), not converter x runtime
-    owns: Callable[[str], bool] | None = None  # a suite with models of its own: whether a --model names one
+    owns: Callable[[str], bool] = lambda _name: True  # whether a --model names one of its models
 
     def enabled(self, matrix: Matrix, selection: Selection) -> bool:
-        """Part of a run that names no suite: the zoo always; the node suite when enabled and no --model is given;
-        a suite with models of its own unless --model names none of them (or the run is a shard: it has no shards)."""
-        if self.owns is not None:
-            return not selection.shard and (not selection.models or any(self.owns(n) for n in selection.models))
-        return not self.op_support or (matrix.onnx_node.enabled and not selection.models)
-
-
-ZOO = Suite("zoo", zoo_suite, "", reproducers=True, op_support=False, selection_problems=zoo_selection_problems)
-NODE = Suite(nodesuite.SUITE, node_suite, nodesuite.SUITE, reproducers=False, op_support=True)
-# --- the llm suite (harness/llm): MNN's LLM exporter x MNN.llm ---
+        """Part of a run that names no suite: the node suite when enabled and no --model is given; the others unless
+        --model names none of their models (a suite with a run of its own has no shards)."""
+        if self.op_support:
+            return matrix.onnx_node.enabled and not selection.models
+        if self.run is not None and selection.shard:
+            return False
+        return not selection.models or any(self.owns(n) for n in selection.models)
 
 
 def _run_llm(*args, **kwargs):
@@ -132,6 +129,11 @@ def _llm_model(name: str) -> bool:
     return name in TINY
 
 
+# The zoo owns every --model name but the llm suite's: what is neither a zoo model nor a file is its error to report.
+ZOO = Suite("zoo", zoo_suite, "", reproducers=True, op_support=False, selection_problems=zoo_selection_problems,
+            owns=lambda name: not _llm_model(name))
+NODE = Suite(nodesuite.SUITE, node_suite, nodesuite.SUITE, reproducers=False, op_support=True)
+# --- the llm suite (harness/llm): MNN's LLM exporter x MNN.llm ---
 LLM = Suite("llm", lambda *_args: SuiteModels(), "llm", reproducers=True, op_support=False, run=_run_llm,
             owns=_llm_model)
 # --- end of the llm suite ---

@@ -103,3 +103,18 @@ def test_narrowing_options_are_checked_too(tmp_path: Path) -> None:
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "--toolchain pypi-1.0: not in the matrix" in done.stderr
     assert "--model not-a-model: no zoo model or tag" in done.stderr
+
+
+@pytest.mark.parametrize(("models", "shard", "expected"), [
+    ((), (), {"zoo", "onnx-node", "llm"}),
+    (("tiny-llama",), (), {"llm"}),  # an llm model alone: no zoo error about it
+    (("conv", "tiny-llama"), (), {"zoo", "llm"}),
+    (("no-such-model",), (), {"zoo"}),  # the zoo owns unknown names, and says what is wrong with them
+    ((), (1, 4), {"zoo", "onnx-node"}),  # the llm suite has no shards
+])
+def test_a_run_naming_no_suite_runs_the_suites_whose_models_it_names(models: tuple[str, ...], shard, expected) -> None:
+    from harness.suites import SUITES
+
+    matrix = load(REPO / "matrix.yaml", Selection())
+    selection = Selection(models=models, shard=shard)
+    assert {name for name, suite in SUITES.items() if suite.enabled(matrix, selection)} == expected

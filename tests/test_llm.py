@@ -14,11 +14,19 @@ import pytest
 from harness.client import Client
 from harness.config import PypiSpec, SourceSpec, Timeouts
 from harness.exporter_env import exporter_env, legacy_exporter_env
-from harness.llm.exporter import VARIANTS, Exporter, ensure_extras, export, exporter_tree, is_legacy
+from harness.llm.exporter import (
+    VARIANTS,
+    Exporter,
+    ensure_extras,
+    export,
+    exporter_tree,
+    is_legacy,
+    with_installed_tools,
+)
 from harness.llm.models import NEW_TOKENS, PROMPT, TINY, build_models
 from harness.llm.run import judge_package
 from harness.pool import WorkerPool
-from harness.records import ToolchainRecord, Verdict
+from harness.records import CellRecord, ToolchainRecord, Verdict
 from harness.sources import UPSTREAM, Source, SourceError
 from harness.toolchains import ProvisionError, make_toolchain
 from harness.workspace import Workspace
@@ -51,7 +59,7 @@ def exporting(workspace: Workspace, llm_toolchains, tmp_path_factory):
     root = tmp_path_factory.mktemp("llm")
     models = build_models(list(TINY.values()), root / "models", env)
 
-    def make(toolchain, version: str, model: str, variant: str, under: Path = root, commit: str = ""):
+    def make(toolchain, version: str, model: str, variant: str, under: Path = root, commit: str = "", tools=None):
         record = ToolchainRecord(id=toolchain.id, kind="source" if commit else "pypi", version=version,
                                  roles=["convert"], status="ok", provenance={"sha": commit} if commit else {})
         tree = exporter_tree(record, under / "exporters")
@@ -60,6 +68,8 @@ def exporting(workspace: Workspace, llm_toolchains, tmp_path_factory):
         used.ensure()
         exporter = Exporter(toolchain.id, tree, tuple(toolchain.python_command(tree)), "test", used,
                             ensure_extras(used, legacy), legacy)
+        if tools is not None:  # the pypi-tools variant: another toolchain's _tools
+            exporter = with_installed_tools(exporter, tools.id, tuple(tools.python_command(tree)))
         made = export(exporter, models[model], VARIANTS[variant], under / "packages")
         assert made.ok, made.reason + made.log_tail
         return made, models[model]
@@ -84,13 +94,7 @@ def test_one_package_runs_on_two_versions_and_agrees(package, llm_toolchains):
     made, model = package
     assert {"llm.mnn", "llm.mnn.weight", "llm_config.json", "mnn-matrix-config.json"} <= {
         p.name for p in made.directory.iterdir()}
-    runtimes = ["pypi-3.4.0", "pypi-3.6.1"]
-    pool = WorkerPool({r: llm_toolchains[r] for r in runtimes}, 2048, 1)
-    try:
-        cells = judge_package(made, model, runtimes, records(*runtimes), pool, Timeouts(), lambda count=1: None)
-    finally:
-        pool.close()
-    by_runtime = {c.runtime: c for c in cells}
+    by_runtime = judged(made, model, ["pypi-3.4.0", "pypi-3.6.1"], llm_toolchains)
     own = by_runtime["pypi-3.4.0"]
     assert own.outcome.verdict == Verdict.PASS, own.outcome
     assert own.outcome.note == "judged against transformers' fp32 output"
@@ -135,13 +139,18 @@ def test_a_crash_in_the_llm_runtime_is_isolated_and_recorded(package, llm_toolch
     assert healthy.failure is None and len(healthy.reply.ids) == NEW_TOKENS
 
 
-def judged(made, model, runtimes: list[str], toolchains) -> dict[str, object]:
+def judged(made, model, runtimes: list[str], toolchains) -> dict[str, CellRecord]:
+    """Each runtime's cell for the package."""
     pool = WorkerPool({r: toolchains[r] for r in runtimes}, 2048, 1)
     try:
         cells = judge_package(made, model, runtimes, records(*runtimes), pool, Timeouts(), lambda count=1: None)
     finally:
         pool.close()
-    return {c.runtime: c.outcome for c in cells}
+    return {c.runtime: c for c in cells}
+
+
+def outcomes(made, model, runtimes: list[str], toolchains) -> dict[str, object]:
+    return {runtime: cell.outcome for runtime, cell in judged(made, model, runtimes, toolchains).items()}
 
 
 def test_a_runtime_agreeing_with_a_wrong_exporter_run_is_not_a_pass(package, llm_toolchains, tmp_path: Path):
@@ -154,9 +163,9 @@ def test_a_runtime_agreeing_with_a_wrong_exporter_run_is_not_a_pass(package, llm
     reference["ids"] = [(i + 1) % 300 for i in reference["ids"]]
     reference["logits"] = reference["logits"][1:] + reference["logits"][:1]
     (other / "reference.json").write_text(json.dumps(reference))
-    outcomes = judged(made, replace(model, directory=other), ["pypi-3.4.0", "pypi-3.6.1"], llm_toolchains)
-    assert outcomes["pypi-3.4.0"].verdict == Verdict.WRONG_OUTPUT, outcomes["pypi-3.4.0"]
-    newer = outcomes["pypi-3.6.1"]
+    found = outcomes(made, replace(model, directory=other), ["pypi-3.4.0", "pypi-3.6.1"], llm_toolchains)
+    assert found["pypi-3.4.0"].verdict == Verdict.WRONG_OUTPUT, found["pypi-3.4.0"]
+    newer = found["pypi-3.6.1"]
     assert newer.verdict == Verdict.WRONG_OUTPUT and "transformers" in newer.reason, newer
 
 
@@ -166,9 +175,9 @@ def test_a_newer_package_on_an_older_llm_runtime_is_charged_to_what_its_log_says
                                                                                   model: str, pattern: str):
     """3.6.1's packages crash 3.4.0's MNN.llm; its log says why (these pin the two LLM patterns)."""
     made, built = exporting(llm_toolchains["pypi-3.6.1"], "3.6.1", model, "default")
-    outcomes = judged(made, built, ["pypi-3.6.1", "pypi-3.4.0"], llm_toolchains)
-    assert outcomes["pypi-3.6.1"].verdict == Verdict.PASS, outcomes["pypi-3.6.1"]
-    older = outcomes["pypi-3.4.0"]
+    found = outcomes(made, built, ["pypi-3.6.1", "pypi-3.4.0"], llm_toolchains)
+    assert found["pypi-3.6.1"].verdict == Verdict.PASS, found["pypi-3.6.1"]
+    older = found["pypi-3.4.0"]
     assert (older.verdict, older.pattern) == (Verdict.CRASH, pattern), older
     assert older.log_excerpt, "the cell keeps the log lines that justify it"
 
@@ -179,8 +188,8 @@ def test_an_exporter_drives_a_container_toolchains_converter(exporting, llm_tool
     toolchain, _client = container_toolchain
     made, built = exporting(toolchain, "3.6.1", "tiny-llama", "q8", toolchain.workspace.root / "llm")
     assert "docker" in (made.directory.parent / f"{made.directory.name}.mnnconvert").read_text()
-    outcomes = judged(replace(made, exporter="pypi-3.6.1"), built, ["pypi-3.6.1"], llm_toolchains)
-    assert outcomes["pypi-3.6.1"].verdict == Verdict.PASS, outcomes["pypi-3.6.1"]
+    found = outcomes(replace(made, exporter="pypi-3.6.1"), built, ["pypi-3.6.1"], llm_toolchains)
+    assert found["pypi-3.6.1"].verdict == Verdict.PASS, found["pypi-3.6.1"]
 
 
 def test_a_2_9_package_is_refused_by_3x_runtimes_for_its_past_key_values_input(exporting, llm_toolchains):
@@ -190,8 +199,8 @@ def test_a_2_9_package_is_refused_by_3x_runtimes_for_its_past_key_values_input(e
     assert {"llm.mnn", "llm.mnn.weight", "embeddings_bf16.bin", "tokenizer.txt", "llm_config.json"} <= {
         p.name for p in made.directory.iterdir()}
     assert "2.9.x's exporter: model type Qwen2-7B-Instruct" in made.note
-    outcomes = judged(made, built, ["pypi-3.4.0", "pypi-3.6.1"], llm_toolchains)
-    for runtime, outcome in outcomes.items():
+    found = outcomes(made, built, ["pypi-3.4.0", "pypi-3.6.1"], llm_toolchains)
+    for runtime, outcome in found.items():
         assert outcome.pattern == "input-not-found" and "past_key_values" in outcome.reason, (runtime, outcome)
 
 
@@ -207,8 +216,8 @@ def test_a_runtime_before_3_1_is_judged_by_the_repetition_penalty_its_greedy_sam
         pytest.skip(f"needs src-3.0.1's image ({error}); build it with `nox -s build -- src-3.0.1` (needs Docker)")
     made, built = exporting(toolchain, "3.0.1", "tiny-qwen2", "default", tmp_path / "llm")
     assert built.reference["penalized_ids"] != built.reference["ids"]
-    outcomes = judged(made, built, ["src-3.0.1"], {"src-3.0.1": toolchain})
-    own = outcomes["src-3.0.1"]
+    found = outcomes(made, built, ["src-3.0.1"], {"src-3.0.1": toolchain})
+    own = found["src-3.0.1"]
     assert own.verdict == Verdict.PASS, own
     assert "1.1 repetition penalty" in own.note, own
 
@@ -223,8 +232,9 @@ def test_a_2_9_package_converted_by_a_3x_pymnn_cannot_execute_silu_on_2_9_4(expo
         toolchain.provision()
     except ProvisionError as error:
         pytest.skip(f"needs src-2.9.4's image ({error}); build it with `nox -s build -- src-2.9.4` (needs Docker)")
-    made, built = exporting(llm_toolchains["pypi-3.4.0"], "2.9.4", "tiny-llama", "default", tmp_path / "llm",
-                            commit=MNN_2_9_4)
-    outcome = judged(made, built, ["src-2.9.4"], {"src-2.9.4": toolchain})["src-2.9.4"]
+    made, built = exporting(llm_toolchains["pypi-3.4.0"], "2.9.4", "tiny-llama", "pypi-tools", tmp_path / "llm",
+                            commit=MNN_2_9_4, tools=llm_toolchains["pypi-3.6.1"])
+    assert "converted with pypi-3.6.1's _tools" in made.note
+    outcome = outcomes(made, built, ["src-2.9.4"], {"src-2.9.4": toolchain})["src-2.9.4"]
     assert outcome.verdict == Verdict.UNSUPPORTED_OP, outcome
     assert "Unary Op can not execute" in outcome.log_excerpt, outcome

@@ -57,7 +57,7 @@ def write_llm_bundles(results: Results, packages: dict[tuple[str, str, str], Pat
 def _bundle(cell: CellRecord, package: Path, runtime: ToolchainRecord, prompt: list[int], new_tokens: int,
             target: Path) -> Path:
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(package, target / "package", ignore=shutil.ignore_patterns("onnx"))
+    shutil.copytree(package, target / "package", ignore=shutil.ignore_patterns("onnx", "*.onnx"))
     (target / "request.json").write_text(json.dumps({"prompt": prompt, "new_tokens": new_tokens}))
     (target / "reproduce.py").write_text(SCRIPT)
     shell = target / "reproduce.sh"

@@ -15,17 +15,19 @@ import shutil
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from harness.exporter_env import OFFLINE, ExporterEnv
+from harness.exporter_env import OFFLINE, ExporterEnv, ExporterEnvError
 from harness.judge import tail
 from harness.llm.models import NEW_TOKENS, BuiltLlm
 from harness.plan import code_digest, digest
 from harness.records import ToolchainRecord
 from harness.sources import UPSTREAM, Source, SourceError
+from harness.toolchains import run_step
 
 EXPORT_DIR = "transformers/llm/export"
+FIRST_SCRIPT = "llm_export.py"  # 2.9.x's exporter; llmexport.py from 3.0 on
 EXTRAS = ("yaspin==3.5.1", "termcolor==3.3.0")  # the exporter's spinner: all it needs beyond the exporter venv
 EXPORT_TIMEOUT_S = 600
 CONVERT = "import sys, _tools; _tools.mnnconvert(['mnnconvert', *sys.argv[1:]])"
@@ -107,14 +109,26 @@ class Exporter:
     legacy: bool = False
     converter_note: str = ""  # whose converter, where it is not the toolchain's own
 
-    @property
+    @functools.cached_property
     def script(self) -> Path:
-        return self.tree / ("llmexport.py" if (self.tree / "llmexport.py").exists() else "llm_export.py")
+        return self.tree / ("llmexport.py" if (self.tree / "llmexport.py").exists() else FIRST_SCRIPT)
+
+    @property
+    def first_generation(self) -> bool:
+        """2.9.x's exporter: a model --type, and conversion in-process through whatever `_tools` it imports."""
+        return self.script.name == FIRST_SCRIPT
 
     @functools.cached_property
     def tree_digest(self) -> str:
         """The exporter's code (read once, not once per export)."""
         return tree_digest(self.tree)
+
+
+def with_installed_tools(exporter: Exporter, toolchain_id: str, python: tuple[str, ...]) -> Exporter:
+    """`exporter` converting with another toolchain's `_tools` (the `pypi-tools` variant: what 2.9.x's exporter
+    imports where that toolchain's PyMNN is installed)."""
+    return replace(exporter, python=python, identity=f"{exporter.identity} with {toolchain_id}",
+                   converter_note=f"converted with {toolchain_id}'s _tools")
 
 
 def exporter_tree(record: ToolchainRecord, root: Path) -> Path:
@@ -156,12 +170,14 @@ def tree_digest(tree: Path) -> str:
 
 def ensure_extras(env: ExporterEnv, legacy: bool = False) -> Path:
     """The exporter's extra packages, installed beside the exporter venv (added to its path when exporting); for
-    the legacy venv, with the TorchScript default as its sitecustomize."""
+    the legacy venv, with the TorchScript default as its sitecustomize. Raises ExporterEnvError."""
     target = env.directory.parent / f"{env.directory.name}-llm-extras"
     marker = target / "mnn-matrix-extras.json"
     if not marker.exists():
-        subprocess.run([str(env.python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps",
-                        "--target", str(target), *EXTRAS], capture_output=True, check=True)
+        with target.with_suffix(".log").open("w") as log:
+            run_step([str(env.python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps",
+                      "--target", str(target), *EXTRAS], log, "pip could not install the exporter's extras",
+                     ExporterEnvError)
         marker.write_text(json.dumps(EXTRAS))
     if legacy:
         shutil.copyfile(SITECUSTOMIZE, target / "sitecustomize.py")
@@ -176,8 +192,9 @@ def export(exporter: Exporter, model: BuiltLlm, variant: LlmVariant, root: Path,
                  exporter.legacy, RUN_SETTINGS, code_digest(EXPORT_CODE))[:16]
     directory = root / f"{exporter.toolchain}-{model.spec.name}-{variant.id}-{key}"
     record = directory.parent / f"{directory.name}.json"
+    first = FIRST_EXPORTER_NOTE.format(type=FIRST_EXPORTER_TYPES[model.spec.arch]) if exporter.first_generation else ""
     base = dict(exporter=exporter.toolchain, model=model.spec.name, variant=variant.id, directory=directory,
-                note="; ".join(filter(None, (LEGACY_NOTE if exporter.legacy else "", exporter.converter_note))))
+                note="; ".join(filter(None, (LEGACY_NOTE if exporter.legacy else "", first, exporter.converter_note))))
     if record.exists() and not fresh:
         return Package(**base, **json.loads(record.read_text()))
     source = exporter.script.read_text()
@@ -190,10 +207,9 @@ def export(exporter: Exporter, model: BuiltLlm, variant: LlmVariant, root: Path,
     wrapper = write_converter(directory.parent / f"{directory.name}.mnnconvert", exporter.python)
     path = legacy_model(model.directory, root.parent / "legacy-models") if exporter.legacy else model.directory
     environment = {**os.environ, **OFFLINE, "PYTHONPATH": str(exporter.extras)}
-    if exporter.script.name == "llm_export.py":
-        argv, cwd = _first_exporter_command(exporter, model, path, directory, wrapper, environment)
-        first = FIRST_EXPORTER_NOTE.format(type=FIRST_EXPORTER_TYPES[model.spec.arch])
-        base["note"] = "; ".join(filter(None, (base["note"], first)))
+    if exporter.first_generation:
+        argv, cwd, added = _first_exporter_command(exporter, model, path, directory, wrapper)
+        environment.update(added)
     else:
         argv, cwd = [str(env.python), exporter.script.name, "--path", str(path), "--dst_path", str(directory),
                      "--export", "mnn", "--mnnconvert", str(wrapper), *variant.flags], exporter.tree
@@ -239,10 +255,11 @@ def auto_map(stock: dict, types: Path) -> dict[str, str]:
     return mapped
 
 
-def _first_exporter_command(exporter: Exporter, model: BuiltLlm, path: Path, directory: Path, wrapper: Path,
-                            environment: dict[str, str]) -> tuple[list[str], Path]:
-    """2.9.x's command line, run in a work directory beside the package that holds llm_models/<type>/, a copy of the
-    model named as its type (the exporter writes into it) and the `_tools` it converts with."""
+def _first_exporter_command(exporter: Exporter, model: BuiltLlm, path: Path, directory: Path, wrapper: Path
+                            ) -> tuple[list[str], Path, dict[str, str]]:
+    """2.9.x's command line, its working directory and environment: a work directory beside the package that holds
+    llm_models/<type>/, a copy of the model named as its type (the exporter writes into it) and the `_tools` it
+    converts with."""
     kind = FIRST_EXPORTER_TYPES[model.spec.arch]
     work = directory.parent / f"{directory.name}.work"
     shutil.rmtree(work, ignore_errors=True)
@@ -253,10 +270,10 @@ def _first_exporter_command(exporter: Exporter, model: BuiltLlm, path: Path, dir
     config = json.loads((path / "config.json").read_text())
     (types / "config.json").write_text(json.dumps({**config, "auto_map": auto_map(stock, types)}, indent=2))
     shutil.copyfile(TOOLS_SHIM, work / "_tools.py")
-    environment.update(PYTHONPATH=f"{work}{os.pathsep}{exporter.extras}", MNN_MATRIX_CONVERTER=str(wrapper))
     output = os.path.relpath(directory, work)  # it writes to f"./{path}/...": a path relative to its cwd
-    return [str(exporter.env.python), str(exporter.script), "--path", str(work / kind), "--type", kind, "--export",
-            "--export_mnn", "--onnx_path", output, "--mnn_path", output], work
+    return ([str(exporter.env.python), str(exporter.script), "--path", str(work / kind), "--type", kind, "--export",
+             "--export_mnn", "--onnx_path", output, "--mnn_path", output], work,
+            {"PYTHONPATH": f"{work}{os.pathsep}{exporter.extras}", "MNN_MATRIX_CONVERTER": str(wrapper)})
 
 
 _LEGACY_COPY = threading.Lock()

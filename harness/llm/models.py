@@ -3,6 +3,7 @@ what makes them: the script, the spec and the exporter venv's identity."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -35,7 +36,7 @@ class BuiltLlm:
     directory: Path
     digest: str  # what the model is made from: script, spec, prompt, exporter venv
 
-    @property
+    @functools.cached_property
     def reference(self) -> dict:
         """transformers' fp32 greedy ids for PROMPT (`ids`; `penalized_ids` with MNN's hard-coded repetition penalty
         before 3.1) and the first step's logits."""

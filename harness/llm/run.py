@@ -33,10 +33,11 @@ from harness.llm.exporter import (
     export,
     exporter_tree,
     is_legacy,
+    with_installed_tools,
 )
 from harness.llm.models import NEW_TOKENS, PROMPT, TINY, BuiltLlm, build_models
 from harness.opsupport import version_key
-from harness.plan import digest, harness_digest
+from harness.plan import digest
 from harness.pool import WorkerPool
 from harness.progress import Progress
 from harness.records import (
@@ -61,8 +62,7 @@ SUITE = "llm"
 NO_LLM = "no LLM runtime in this build: MNN.llm is missing"
 # First-step logits: how close a runtime must come to its references. The tiny models' weights lie on a grid that
 # every variant stores exactly (make_models.on_grid), so every package computes what transformers computes in fp32.
-SAME_PACKAGE = Tolerance(min_cosine=0.999)
-TRANSFORMERS = Tolerance(min_cosine=0.999)
+TOLERANCE = Tolerance(min_cosine=0.999)
 
 
 def run_llm_suite(config: Path, selection: Selection, workspace: Workspace, jobs: int, fresh: bool,
@@ -70,7 +70,7 @@ def run_llm_suite(config: Path, selection: Selection, workspace: Workspace, jobs
     """Export, run and judge every cell of the llm suite; None if the documents a run of the same plan wrote to
     `target` are all still there. Exports are cached (`fresh`: made again); runs are made whenever the plan
     changed. With `reproducers`, a bundle for every failing run is written there."""
-    from harness.matrix import documents_current, host_info, load
+    from harness.matrix import documents_current, host_info, load, plan_id
     from harness.provisioning import ready_toolchains
 
     started, clock = datetime.now(timezone.utc), time.monotonic()
@@ -88,10 +88,11 @@ def run_llm_suite(config: Path, selection: Selection, workspace: Workspace, jobs
         models = build_models([TINY[n] for n in names], root / "models", env)
     envs = {False: env, True: legacy_exporter_env(workspace)}
     made = {e: _exporter(toolchains[e], ok[e], root / "exporters", envs) for e in exporters}
-    plan = digest([[e, ok[e].provenance, [x.identity, x.env.directory.name] if isinstance(x, Exporter) else x]
-                   for e, x in made.items()],
-                  [[r, ok[r].provenance] for r in runtimes], [m.digest for m in models.values()], variants,
-                  matrix.run.model_dump(), __version__, harness_digest(), str(reproducers) if reproducers else None)
+    content = digest([[e, ok[e].provenance, [x.identity, x.env.directory.name] if isinstance(x, Exporter) else x]
+                      for e, x in made.items()],
+                     [[r, ok[r].provenance] for r in runtimes], [m.digest for m in models.values()], variants,
+                     matrix.run.model_dump())
+    plan = plan_id(content, reproducers)
     if target is not None and documents_current(workspace, target, plan, fresh):
         return None
     wanted = [(e, m, v) for e in exporters for m in models.values() for v in variants]
@@ -104,12 +105,11 @@ def run_llm_suite(config: Path, selection: Selection, workspace: Workspace, jobs
         if not isinstance(chosen, Exporter):
             return Package(exporter, model.spec.name, variant, root, ok=False, reason=chosen, applies=False)
         if variant == INSTALLED_TOOLS:
-            if chosen.script.name != "llm_export.py" or newest_pypi is None:
+            if not chosen.first_generation or newest_pypi is None:
                 return Package(exporter, model.spec.name, variant, root, ok=False, reason=NOT_INSTALLED_TOOLS,
                                applies=False)
-            chosen = replace(chosen, python=tuple(toolchains[newest_pypi.id].python_command(chosen.tree)),
-                             identity=f"{chosen.identity} with {newest_pypi.id}",
-                             converter_note=f"converted with {newest_pypi.id}'s _tools")
+            chosen = with_installed_tools(chosen, newest_pypi.id,
+                                          tuple(toolchains[newest_pypi.id].python_command(chosen.tree)))
         return export(chosen, model, VARIANTS[variant], root / "packages", fresh)
 
     with progress.task("convert", total=len(wanted)) as advance:
@@ -133,7 +133,7 @@ def run_llm_suite(config: Path, selection: Selection, workspace: Workspace, jobs
         models=[ModelRecord(name=name, sha256=m.digest, source="llm", tags=["llm", m.spec.arch], guards="",
                             inputs={"input_ids": {"values": list(PROMPT)}}, outputs=["ids", "logits"])
                 for name, m in models.items()],
-        variants=[VariantRecord(id=v, flags=list(VARIANTS[v].flags), tolerance=SAME_PACKAGE.model_dump(
+        variants=[VariantRecord(id=v, flags=list(VARIANTS[v].flags), tolerance=TOLERANCE.model_dump(
             exclude_defaults=True), description=VARIANTS[v].description) for v in variants],
         conversions=[_conversion(p) for p in packages], cells=[cell for cells in judged for cell in cells])
     if reproducers is not None:
@@ -161,33 +161,35 @@ def _exporter(toolchain, record: ToolchainRecord, root: Path, envs: dict[bool, E
     try:
         tree = exporter_tree(record, root)
         envs[legacy].ensure()
+        extras = ensure_extras(envs[legacy], legacy)
     except (SourceError, ExporterEnvError) as error:
         return f"no exporter: {error}"
     identity = record.provenance.get("image_id") or f"{record.version}:{record.provenance.get('location', '')}"
-    return Exporter(record.id, tree, tuple(toolchain.python_command(tree)), identity, envs[legacy],
-                    ensure_extras(envs[legacy], legacy), legacy)
+    return Exporter(record.id, tree, tuple(toolchain.python_command(tree)), identity, envs[legacy], extras, legacy)
+
+
+def _exported(package: Package) -> Outcome:
+    """The export's outcome: a pass, a convert error, or not-run for a switch the exporter lacks."""
+    if package.ok:
+        return Outcome(verdict=Verdict.PASS, stage="export", note=package.note)
+    return Outcome(verdict=Verdict.CONVERT_ERROR if package.applies else Verdict.NOT_RUN, stage="export",
+                   reason=package.reason, log_excerpt=package.log_tail, note=package.note)
 
 
 def _conversion(package: Package) -> ConversionRecord:
-    outcome = Outcome(verdict=Verdict.PASS, stage="export", note=package.note) if (
-        package.ok) else Outcome(verdict=Verdict.CONVERT_ERROR if package.applies else Verdict.NOT_RUN,
-                                 stage="export", reason=package.reason, log_excerpt=package.log_tail,
-                                 note=package.note)
     return ConversionRecord(converter=package.exporter, model=package.model, variant=package.variant,
-                            flags=list(VARIANTS[package.variant].flags), outcome=outcome,
+                            flags=list(VARIANTS[package.variant].flags), outcome=_exported(package),
                             convert_s=package.export_s)
 
 
 def judge_package(package: Package, model: BuiltLlm, runtimes: list[str], ok: dict[str, ToolchainRecord],
                   pool: WorkerPool, timeouts, advance) -> list[CellRecord]:
-    """Run one package on every runtime and judge each run: against the exporter's own runtime where that ran,
-    else against transformers."""
+    """Run one package on every runtime and judge each run against transformers and, where the exporter's own
+    runtime passed, against that run."""
     base = dict(converter=package.exporter, model=package.model, variant=package.variant, api=SUITE)
     if not package.ok:
         advance(count=len(runtimes))
-        failed = Outcome(verdict=Verdict.CONVERT_ERROR if package.applies else Verdict.NOT_RUN, stage="export",
-                         reason=package.reason, log_excerpt=package.log_tail)
-        return [CellRecord(**base, runtime=r, outcome=failed) for r in runtimes]
+        return [CellRecord(**base, runtime=r, outcome=_exported(package)) for r in runtimes]
     results: dict[str, LlmResult | None] = {}
 
     def scrub(text: str) -> str:  # the package's own path, out of MNN's messages
@@ -221,12 +223,12 @@ def _cell(base: dict, runtime: str, result: LlmResult | None, baseline, model: B
     # Weights stored exactly: every id must match transformers' greedy ids under the runtime's own sampler.
     penalized = reply.repetition_penalty != 1.0
     vs_float = _deltas(reply.ids, reply.logits, reference["penalized_ids" if penalized else "ids"],
-                       np.array(reference["logits"], np.float32), TRANSFORMERS)
+                       np.array(reference["logits"], np.float32), TOLERANCE)
     judged = [("transformers' fp32 output" + (f" (greedy with {reply.repetition_penalty} repetition penalty, as this "
                                                "runtime's sampler)" if penalized else ""), vs_float)]
     outputs = vs_float
     if baseline is not None:  # the same package on its exporter's runtime: ids only where the samplers agree
-        outputs = [d for d in _deltas(reply.ids, reply.logits, baseline.ids, baseline.logits, SAME_PACKAGE)
+        outputs = [d for d in _deltas(reply.ids, reply.logits, baseline.ids, baseline.logits, TOLERANCE)
                    if d.name != "ids" or baseline.repetition_penalty == reply.repetition_penalty]
         judged.insert(0, (f"{package.exporter}'s own runtime", outputs))
     failed = [f"differs from {against}: " + "; ".join(f"{d.name}: {', '.join(d.failed_checks)}"

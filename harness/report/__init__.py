@@ -18,7 +18,8 @@ from harness.records import CellRecord, ConversionRecord, Results
 COMPACT_ABOVE = 5000  # cells: larger documents are gzipped, without per-cell keys and timings
 PLAIN_UP_TO = 1 << 20  # bytes: a plain document above this is compacted too (the llm suite's cells are large)
 HTML_UP_TO = 1_000_000  # cells: the page carries them grouped and gzipped; 11 toolchains' node suite ~0.6 MB
-PER_CELL_BOOKKEEPING = {"key", "load_s", "run_s", "wall_s"}  # random-looking, so they dominate a compressed file
+# random-looking (or, reused_from, naming the earlier run a cell was taken from), so they dominate a compressed file
+PER_CELL_BOOKKEEPING = {"key", "load_s", "run_s", "wall_s", "reused_from"}
 PER_CONVERSION_BOOKKEEPING = {"key", "convert_s", "quantize_s", "wall_s", "model_digest", "float_digest"}
 
 

@@ -166,9 +166,10 @@ def find(results: Results, baseline: Results | None = None, order: VersionOrder 
             grouped[cause_of(cell)].append(cell)
     index = CauseIndex(results)
     old = {cause_of(c) for c in baseline.cells if is_failure(c)} if baseline is not None else None
-    from harness.reproducer import bundled_by_default  # (it renders with this package's templates)
+    from harness.reproducer import bundled  # (it renders with this package's templates)
 
-    unbundled = frozenset(m.name for m in results.models if not bundled_by_default(m.tags))
+    named = bool(results.run.selection.get("models"))
+    unbundled = frozenset(m.name for m in results.models if not bundled(m.tags, named))
     findings = [_derive(Finding(cause, cells, suite=results.suite, unbundled=unbundled), order, index, old)
                 for cause, cells in grouped.items()]
     findings.sort(key=lambda f: (-len(f.models), -f.breadth, -len(f.cells), f.title))

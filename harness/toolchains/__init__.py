@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
+import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TextIO
@@ -59,6 +62,24 @@ def run_step(argv: list[str], log: TextIO, failure: str, error: type[ProvisionEr
                        if line.startswith("ERROR") or "Error" in line), f"exit code {done.returncode}")
         raise error(f"{failure}: {reason}", tail(output))
     return done.stdout
+
+
+PIP_INSTALL = ("-m", "pip", "install", "--disable-pip-version-check", "--retries", "2", "--timeout", "60")
+
+
+def make_venv(directory: Path, installs: list[tuple[list[str], str]], probe: str, unimportable: str,
+              error: type[ProvisionError] = ProvisionError) -> dict:
+    """A fresh venv at `directory`, logged beside it: each of `installs` (pip's arguments, what its failure says),
+    then `probe`, Python that prints "PROBE <json>"; returns that json. Raises `error`."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    python = str(directory / "bin" / "python")
+    with directory.with_suffix(".log").open("w") as log:
+        run_step([sys.executable, "-m", "venv", str(directory)], log, "could not create a venv", error)
+        for arguments, failure in installs:
+            run_step([python, *PIP_INSTALL, *arguments], log, failure, error)
+        output = run_step([python, "-I", "-c", probe], log, unimportable, error)
+    return json.loads(next(line[6:] for line in output.splitlines() if line.startswith("PROBE ")))
 
 
 def make_toolchain(spec: ToolchainSpec, workspace: Workspace) -> Toolchain:

@@ -7,13 +7,12 @@ import importlib.metadata
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from harness.supervisor import WORKER_ENVIRONMENT, WORKER_SCRIPT, LocalProcess, Process
-from harness.toolchains import ProvisionError, Toolchain, run_step
+from harness.toolchains import ProvisionError, Toolchain, make_venv
 
 PROBE = ("import json, platform, MNN, numpy; print('\\nPROBE ' + json.dumps({'mnn_version': MNN.version(), "
          "'numpy_version': numpy.__version__, 'python': platform.python_version()}))")
@@ -62,18 +61,12 @@ class PypiToolchain(Toolchain):
         marker = self.env_dir / "mnn-matrix-provenance.json"
         if marker.exists():
             return json.loads(marker.read_text())
-        shutil.rmtree(self.env_dir, ignore_errors=True)
-        self.env_dir.parent.mkdir(parents=True, exist_ok=True)
-        log_path = self.env_dir.with_suffix(".log")
-        with log_path.open("w") as log:
-            run_step([sys.executable, "-m", "venv", str(self.env_dir)], log, "could not create a venv")
-            constraints = self.env_dir / "constraints.txt"
-            constraints.write_text("".join(f"{pin}\n" for pin in self.constraints))
-            run_step([str(self.python), "-m", "pip", "install", "--disable-pip-version-check",
-                        "--retries", "2", "--timeout", "60", "-c", str(constraints), *self.requirements], log,
-                       f"pip could not install {' '.join(self.requirements)}")
-            probe = run_step([str(self.python), "-I", "-c", PROBE], log, "MNN does not import")
-        provenance = json.loads(next(line[6:] for line in probe.splitlines() if line.startswith("PROBE ")))
+        constraints = self.env_dir.with_suffix(".constraints.txt")
+        constraints.parent.mkdir(parents=True, exist_ok=True)
+        constraints.write_text("".join(f"{pin}\n" for pin in self.constraints))
+        provenance = make_venv(self.env_dir, [(["-c", str(constraints), *self.requirements],
+                                               f"pip could not install {' '.join(self.requirements)}")],
+                               PROBE, "MNN does not import")
         if provenance["mnn_version"] != self.spec.version:
             raise ProvisionError(f"installed MNN reports version {provenance['mnn_version']}, "
                                  f"not {self.spec.version}")
