@@ -38,7 +38,7 @@ def test_the_default_matrix_is_valid_and_lists_every_release_in_version_order() 
                                                       "3.5.0", "3.6.0", "3.6.1", "latest"]
     assert {t.version for t in matrix.toolchains if t.kind == "pypi"} == {
         "3.0.0", "3.1.0", "3.2.0", "3.4.0", "3.4.1", "3.5.0", "3.6.0", "3.6.1"}  # every MNN release on PyPI
-    assert {"fp32", "fp16", "wq8", "wq8-asym", "fuse"} <= {v.id for v in matrix.variants}
+    assert {"fp32", "fp16", "wq8", "wq8-sym", "fuse"} <= {v.id for v in matrix.variants}
     assert set(matrix.run.apis) == {"module", "session"} and matrix.run.repeat >= 3
 
 

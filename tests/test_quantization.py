@@ -1,13 +1,17 @@
-"""Post-training quantization with real mnnquant, and dynamic quantization at low memory."""
+"""Post-training quantization with real mnnquant, dynamic quantization at low memory, and the quantization scheme
+the converter's weight-quant flags really give."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 import yaml
 from helpers import run_request
+from onnx import helper, numpy_helper
 
 import models
 from harness import protocol
@@ -123,3 +127,45 @@ def test_the_results_table_has_a_quantization_section(quant_run) -> None:
     assert "## Post-training quantization" in markdown and "## Dynamic quantization" in markdown
     assert "| seq-gru | ptq-kl | new | 💥 crash at quantize |" in markdown
 
+
+
+VARIANT_FLAGS = {v["id"]: v["flags"] for v in yaml.safe_load(
+    (Path(__file__).resolve().parent.parent / "matrix.yaml").read_text())["variants"] if "flags" in v}
+
+
+def _grid_probe(path: Path, rng: np.random.Generator) -> np.ndarray:
+    """A MatMul whose weights lie on a 256-level grid, each output channel holding both ends (-1/2 and 127/256),
+    fed the identity so that its output is the weights as the runtime dequantized them: 8-bit asymmetric
+    quantization (scale (max - min) / 255 = 1/256) stores them exactly, symmetric (absmax / 127) does not."""
+    levels = rng.integers(0, 256, size=(64, 32))
+    levels[0], levels[1] = 0, 255
+    weights = ((levels - 128) / 256).astype(np.float32)
+    probe = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [64, 64])
+    result = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [64, 32])
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "probe", [probe], [result],
+                              [numpy_helper.from_array(weights, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return weights
+
+
+@pytest.mark.parametrize("version", ["3.0.0", "3.6.1"])
+@pytest.mark.parametrize(("flags", "scheme"), [
+    (VARIANT_FLAGS["wq8"], "asymmetric"),
+    (VARIANT_FLAGS["wq8-sym"], "symmetric"),
+    (["--weightQuantBits", "8", "--weightQuantAsymmetric"], "symmetric"),  # as MNN's help says to ask for asymmetric
+])
+def test_weight_quant_flags_give_the_scheme_the_variants_claim(version: str, flags: list[str], scheme: str,
+                                                               tmp_path: Path, worker_for) -> None:
+    weights = _grid_probe(tmp_path / "probe.onnx", np.random.default_rng(0))
+    worker = worker_for(version)
+    converted = worker.request(protocol.convert_request(tmp_path / "probe.onnx", tmp_path / "probe.mnn", flags))
+    assert converted.header["produced"], converted.header["log"]
+    inputs = {"x": np.eye(64, dtype=np.float32)}
+    reply = worker.request(run_request(tmp_path / "probe.mnn", inputs, ["y"]), inputs)
+    assert reply.header["ok"], reply.header
+    stored = reply.arrays["0/y"]
+    if scheme == "asymmetric":
+        np.testing.assert_allclose(stored, weights, atol=1e-6)
+    else:
+        steps = stored / (np.abs(weights).max(axis=0) / 127)  # per output channel: absmax / 127
+        assert np.abs(stored - weights).max() > 1e-3 and np.allclose(steps, np.round(steps), atol=1e-3)

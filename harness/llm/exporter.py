@@ -45,7 +45,7 @@ class LlmVariant:
 
 
 VARIANTS = {v.id: v for v in (
-    LlmVariant("default", (), "the exporter's defaults (4-bit weights from 3.x)"),
+    LlmVariant("default", (), "the exporter's defaults (4-bit weights)"),
     LlmVariant("q8", ("--quant_bit", "8"), "8-bit weights"),
     LlmVariant("q8-lm8", ("--quant_bit", "8", "--lm_quant_bit", "8"), "8-bit weights and lm_head"),
     LlmVariant("fp16", ("--quant_bit", "16"), "float16 weights"),

@@ -17,7 +17,6 @@ SENTENCES = ["hello world", "the quick brown fox jumps over the lazy dog", "mnn 
              "a tiny tokenizer for tests", "0 1 2 3 4 5 6 7 8 9"]
 VOCAB = 320  # byte-level alphabet (256) plus a few merges and the special tokens
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-GRID_STEP = 2.0 ** -4
 # 128 wide: exporters of 3.0 and 3.1 quantize in blocks of 128 along the input channels (narrower fails or is garbage)
 SIZES = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
          "num_key_value_heads": 2, "max_position_embeddings": 256}
@@ -42,17 +41,21 @@ def tokenizer(directory: Path):
     return fast
 
 
-def on_grid(shape):
-    """Random weights k·step (k in -8..7), every 16 inputs of a row holding both extremes (at random places): MNN's
-    asymmetric 4- and 8-bit quantization, per channel or per block of 16·n inputs (the converter's and the exporters'
-    own: scale (max - min) / 15 or 255, k integral), and bf16/fp16 store them exactly, so every variant's package
-    computes what transformers computes (quantization error would hide real breaks)."""
+def two_valued(shape):
+    """Random weights: each row takes two values, 0 and ±m (m = 2^-1, 2^-2 or 2^-3 and the sign drawn per row), both
+    in every 16 inputs (at random places). Every linear 4- and 8-bit quantization MNN applies, per channel or per block
+    of 16·n inputs, stores them exactly: asymmetric with a float minimum (the converter's default), asymmetric with an
+    integral zero point (3.x exporters' own), and symmetric (what 2.9.x's exporter gets: the converter reads its bare
+    `--weightQuantAsymmetric` as false); so do bf16 and fp16. (A row with both signs cannot be exact under the last
+    two at once.) Every variant's package then computes what transformers computes: quantization error would hide
+    breaks."""
     import torch
 
-    chunks = torch.randint(-8, 8, (*shape[:-1], shape[-1] // 16, 16))
-    chunks[..., 0], chunks[..., 1] = -8, 7
-    chunks = chunks.gather(-1, torch.rand(chunks.shape).argsort(-1))
-    return chunks.reshape(shape).float() * GRID_STEP
+    ones = torch.randint(0, 2, (*shape[:-1], shape[-1] // 16, 16))
+    ones[..., 0], ones[..., 1] = 0, 1
+    ones = ones.gather(-1, torch.rand(ones.shape).argsort(-1)).reshape(shape)
+    signs = torch.randint(0, 2, (*shape[:-1], 1)) * 2 - 1
+    return ones.float() * signs * 2.0 ** -torch.randint(1, 4, (*shape[:-1], 1))
 
 
 def model(arch: str, vocab: int, seed: int):
@@ -74,9 +77,12 @@ def model(arch: str, vocab: int, seed: int):
     if arch.startswith("qwen2"):  # as Qwen2's instruct models: <|im_end|> or <|endoftext|> ends a reply (a list)
         built.generation_config.eos_token_id = [SPECIAL.index("<|im_end|>"), SPECIAL.index("<|endoftext|>")]
     with torch.no_grad():
-        for parameter in built.parameters():
+        for name, parameter in built.named_parameters():
             if parameter.dim() > 1:
-                parameter.copy_(on_grid(parameter.shape))
+                parameter.copy_(two_valued(parameter.shape))
+            elif name.endswith("norm.weight"):  # unquantized: ±1 or ±1/2, signs undoing the rows' one-signedness
+                signs = torch.randint(0, 2, parameter.shape) * 2 - 1
+                parameter.copy_(signs * 2.0 ** -torch.randint(0, 2, parameter.shape))
     return built
 
 

@@ -60,8 +60,8 @@ Item, Result = TypeVar("Item"), TypeVar("Result")
 
 SUITE = "llm"
 NO_LLM = "no LLM runtime in this build: MNN.llm is missing"
-# First-step logits: how close a runtime must come to its references. The tiny models' weights lie on a grid that
-# every variant stores exactly (make_models.on_grid), so every package computes what transformers computes in fp32.
+# First-step logits: how close a runtime must come to its references. The tiny models' weights take values that
+# every variant stores exactly (make_models.two_valued), so every package computes what transformers computes in fp32.
 TOLERANCE = Tolerance(min_cosine=0.999)
 
 
