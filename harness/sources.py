@@ -57,10 +57,14 @@ class Source:
         shutil.rmtree(destination, ignore_errors=True)
         destination.mkdir(parents=True)
         if self.is_directory:
+            missing = []
             for path in paths or (".",):
+                if not (Path(self.location) / path).exists():
+                    missing.append(path)
+                    continue
                 shutil.copytree(Path(self.location) / path, destination / path, dirs_exist_ok=True,
                                 ignore=shutil.ignore_patterns(".git"))
-            return []
+            return missing
         git_dir = _git_dir(Path(self.location)) if Path(self.location).is_dir() else self._fetch(sha, destination)
         archive = subprocess.run(["git", "--git-dir", git_dir, "archive", sha, *paths], capture_output=True)
         if archive.returncode == 0:

@@ -49,3 +49,7 @@ def stored_runs(store: Path) -> dict[str, dict]:
             return {key: json.loads(record) for key, record in db.execute("SELECT key, record FROM runs")}
         except sqlite3.OperationalError:  # not created yet
             return {}
+
+
+# The LLM runtime's patterns, each pinned on a real package by tests/test_llm.py (model, pattern).
+LLM_PATTERN_CASES = [("tiny-qwen2", "llm-module-load-failed"), ("tiny-qwen2-tied", "llm-embedding-file-missing")]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import conv_model, run_request, save
+from helpers import LLM_PATTERN_CASES, conv_model, run_request, save
 
 import models
 from harness import protocol, verdicts
@@ -291,12 +291,10 @@ def test_real_failures_get_the_right_verdict(worker_for, tmp_path: Path, name: s
     assert outcome.log_excerpt, "a failing cell keeps the log lines that justify it"
 
 
-# The LLM runtime's patterns need MNN's LLM exporter: tests/test_llm.py pins them on real packages.
-PINNED_IN_TEST_LLM = {"llm-module-load-failed", "llm-embedding-file-missing"}
-
-
 def test_every_pattern_is_pinned_by_a_real_case() -> None:
-    assert {p["id"] for p in verdicts.patterns()} == {case.pattern for case in CASES.values()} | PINNED_IN_TEST_LLM
+    """Here, or (the LLM runtime's, which need MNN's LLM exporter) in tests/test_llm.py."""
+    pinned_in_test_llm = {pattern for _, pattern in LLM_PATTERN_CASES}
+    assert {p["id"] for p in verdicts.patterns()} == {case.pattern for case in CASES.values()} | pinned_in_test_llm
 
 
 def test_a_failure_no_pattern_explains_is_unclassified_never_a_pass(worker_for, tmp_path: Path,

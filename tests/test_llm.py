@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from helpers import LLM_PATTERN_CASES
 
 from harness.client import Client
 from harness.config import PypiSpec, SourceSpec, Timeouts
@@ -169,8 +170,7 @@ def test_a_runtime_agreeing_with_a_wrong_exporter_run_is_not_a_pass(package, llm
     assert newer.verdict == Verdict.WRONG_OUTPUT and "transformers" in newer.reason, newer
 
 
-@pytest.mark.parametrize(("model", "pattern"), [("tiny-qwen2", "llm-module-load-failed"),
-                                                ("tiny-qwen2-tied", "llm-embedding-file-missing")])
+@pytest.mark.parametrize(("model", "pattern"), LLM_PATTERN_CASES)
 def test_a_newer_package_on_an_older_llm_runtime_is_charged_to_what_its_log_says(exporting, llm_toolchains,
                                                                                   model: str, pattern: str):
     """3.6.1's packages crash 3.4.0's MNN.llm; its log says why (these pin the two LLM patterns)."""

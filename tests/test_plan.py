@@ -63,6 +63,10 @@ def test_keys_follow_the_limits_that_decide_timeouts_and_out_of_memory(tmp_path:
     assert not {c.key for c in slower.conversions} & {c.key for c in plan.conversions}
     larger = plan_for(tmp_path, {**CONFIG, "run": {**CONFIG["run"], "memory_limit_mb": 12345}})
     assert not {c.key for c in larger.cells} & {c.key for c in plan.cells}
+    assert not {c.key for c in larger.conversions} & {c.key for c in plan.conversions}
+    runs_longer = plan_for(tmp_path, {**CONFIG, "run": {**CONFIG["run"], "timeouts": {"run_s": 30}}})
+    assert {c.key for c in runs_longer.conversions} == {c.key for c in plan.conversions}  # runs only
+    assert not {c.key for c in runs_longer.cells} & {c.key for c in plan.cells}
 
 
 def test_keys_follow_the_code_that_decides_a_cell_and_nothing_else(tmp_path: Path, monkeypatch) -> None:

@@ -68,6 +68,8 @@ def llm_run(finished: str, regressed: bool = False) -> Results:
     results = read_results(LLM_RUN)
     cells = results.cells
     if regressed:
+        verdicts = {c.outcome.verdict for c in cells}
+        assert {Verdict.CRASH, Verdict.PASS} <= verdicts, f"{LLM_RUN} needs a crash and a pass for this test"
         crash = next(c for c in cells if c.outcome.verdict == Verdict.CRASH)
         at = next(i for i, c in enumerate(cells) if c.outcome.verdict == Verdict.PASS)
         cells = [*cells[:at], cells[at].model_copy(update={"outcome": crash.outcome}), *cells[at + 1:]]

@@ -17,7 +17,7 @@ import models
 from harness import protocol
 from harness.calibration import image_like, write_calibration
 from harness.config import Quantize
-from harness.matrix import run_matrix
+from harness.matrix import load, run_matrix
 from harness.modelstore import prepare_zoo_model
 from harness.progress import Progress
 from harness.records import Verdict
@@ -129,8 +129,8 @@ def test_the_results_table_has_a_quantization_section(quant_run) -> None:
 
 
 
-VARIANT_FLAGS = {v["id"]: v["flags"] for v in yaml.safe_load(
-    (Path(__file__).resolve().parent.parent / "matrix.yaml").read_text())["variants"] if "flags" in v}
+VARIANT_FLAGS = {v.id: v.flags for v in load(Path(__file__).resolve().parent.parent / "matrix.yaml",
+                                              Selection()).variants}
 
 
 def _grid_probe(path: Path, rng: np.random.Generator) -> np.ndarray:

@@ -83,6 +83,10 @@ def test_a_plain_directory_is_a_source_too(tmp_path: Path) -> None:
     assert digest.startswith("dir-") and source.resolve() == digest
     source.export(digest, tmp_path / "src")
     assert (tmp_path / "src" / "include" / "version.h").exists()
+    # a directory it lacks is reported, as a git source reports it, not raised
+    assert source.export(digest, tmp_path / "part", ("include", "transformers/llm/export")) == [
+        "transformers/llm/export"]
+    assert (tmp_path / "part" / "include" / "version.h").exists()
 
 
 def test_a_mirror_can_replace_the_repository(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:

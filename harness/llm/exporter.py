@@ -21,10 +21,11 @@ from pathlib import Path
 from harness.exporter_env import OFFLINE, ExporterEnv, ExporterEnvError
 from harness.judge import tail
 from harness.llm.models import NEW_TOKENS, BuiltLlm
+from harness.opsupport import version_key
 from harness.plan import code_digest, digest
 from harness.records import ToolchainRecord
 from harness.sources import UPSTREAM, Source, SourceError
-from harness.toolchains import run_step
+from harness.toolchains import PIP_INSTALL, run_step
 
 EXPORT_DIR = "transformers/llm/export"
 FIRST_SCRIPT = "llm_export.py"  # 2.9.x's exporter; llmexport.py from 3.0 on
@@ -81,7 +82,7 @@ class Package:
 # Exporters before 3.3 were written for transformers 4.x and a torch.onnx.export that defaulted to TorchScript
 # (torch 2.9 made dynamo the default, which drops their FakeLinear ops: packages without weights). They run in the
 # legacy venv (requirements/exporters-legacy.txt) with sitecustomize_legacy.py restoring that default.
-LEGACY_BEFORE = (3, 3)
+LEGACY_BEFORE = "3.3"
 SITECUSTOMIZE = Path(__file__).with_name("sitecustomize_legacy.py")
 # The code that decides what an export comes to (a failed export is kept until it changes): part of its key.
 EXPORT_CODE = ("llm/exporter.py", "llm/sitecustomize_legacy.py", "llm/tools_shim.py")
@@ -91,8 +92,7 @@ LEGACY_NOTE = ("exported with transformers 4.48.3 (the tokenizer's class named a
 
 def is_legacy(version: str) -> bool:
     """Whether an exporter of MNN `version` needs the legacy venv ("latest" and other names do not)."""
-    parts = version.split(".")[:2]
-    return all(p.isdigit() for p in parts) and tuple(int(p) for p in parts) < LEGACY_BEFORE
+    return version_key(version) < version_key(LEGACY_BEFORE)
 
 
 @dataclass(frozen=True)
@@ -133,16 +133,19 @@ def with_installed_tools(exporter: Exporter, toolchain_id: str, python: tuple[st
 
 def exporter_tree(record: ToolchainRecord, root: Path) -> Path:
     """transformers/llm/export of the toolchain's MNN (a source toolchain's commit, a release's tag), extracted once
-    under `root` from its repository ($MNN_MATRIX_MNN_REPO, if set). Raises SourceError."""
+    under `root` from its repository ($MNN_MATRIX_MNN_REPO, if set): a tree already there needs no repository.
+    Raises SourceError."""
     provenance = record.provenance
     if record.kind == "source":
         source = Source.of(provenance.get("repository") or UPSTREAM, provenance["sha"])
+        name = provenance["sha"][:12]
     else:
         source = Source.of(UPSTREAM, record.version)
-    sha = source.resolve()
-    target = root / sha[:12]
+        name = f"{record.version}-{hashlib.sha256(source.location.encode()).hexdigest()[:8]}"
+    target = root / name
     if not (target / EXPORT_DIR).is_dir():
-        partial = root / f".{sha[:12]}.partial"
+        sha = source.resolve()
+        partial = root / f".{name}.partial"
         missing = source.export(sha, partial, (EXPORT_DIR,))
         if not (partial / EXPORT_DIR).is_dir():
             raise SourceError(f"{source.location} has no {EXPORT_DIR} at {record.version} ({sha[:12]})"
@@ -175,9 +178,8 @@ def ensure_extras(env: ExporterEnv, legacy: bool = False) -> Path:
     marker = target / "mnn-matrix-extras.json"
     if not marker.exists():
         with target.with_suffix(".log").open("w") as log:
-            run_step([str(env.python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps",
-                      "--target", str(target), *EXTRAS], log, "pip could not install the exporter's extras",
-                     ExporterEnvError)
+            run_step([str(env.python), *PIP_INSTALL, "-q", "--no-deps", "--target", str(target), *EXTRAS], log,
+                     "pip could not install the exporter's extras", ExporterEnvError)
         marker.write_text(json.dumps(EXTRAS))
     if legacy:
         shutil.copyfile(SITECUSTOMIZE, target / "sitecustomize.py")

@@ -5,6 +5,7 @@ else against transformers."""
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -113,12 +114,12 @@ def run_llm_suite(config: Path, selection: Selection, workspace: Workspace, jobs
         return export(chosen, model, VARIANTS[variant], root / "packages", fresh)
 
     with progress.task("convert", total=len(wanted)) as advance:
-        packages = _in_order(package, wanted, min(jobs, os.cpu_count() or 1), advance)
+        packages = _in_order(lambda item: _counted(package(item), advance), wanted, min(jobs, os.cpu_count() or 1))
     pool = WorkerPool({t: toolchains[t] for t in runtimes}, matrix.run.memory_limit_mb, 1)
     try:
         with progress.task("run", total=len(packages) * len(runtimes)) as advance:
             judged = _in_order(lambda p: judge_package(p, models[p.model], runtimes, ok, pool, matrix.run.timeouts,
-                                                       advance), packages, jobs, lambda: None)
+                                                       advance), packages, jobs)
     finally:
         pool.close()
     results = Results(
@@ -143,16 +144,15 @@ def run_llm_suite(config: Path, selection: Selection, workspace: Workspace, jobs
     return results
 
 
-def _in_order(task: Callable[[Item], Result], items: list[Item], jobs: int, advance: Callable[[], None]
-              ) -> list[Result]:
+def _in_order(task: Callable[[Item], Result], items: list[Item], jobs: int) -> list[Result]:
     """`task` over `items` on `jobs` threads, results in the items' order."""
-    def counted(item: Item) -> Result:
-        result = task(item)
-        advance()
-        return result
-
     with ThreadPoolExecutor(max(1, jobs), thread_name_prefix=SUITE) as pool:
-        return list(pool.map(counted, items))
+        return list(pool.map(task, items))
+
+
+def _counted(result: Result, advance: Callable[[], None]) -> Result:
+    advance()
+    return result
 
 
 def _exporter(toolchain, record: ToolchainRecord, root: Path, envs: dict[bool, ExporterEnv]) -> Exporter | str:
@@ -191,10 +191,7 @@ def judge_package(package: Package, model: BuiltLlm, runtimes: list[str], ok: di
         advance(count=len(runtimes))
         return [CellRecord(**base, runtime=r, outcome=_exported(package)) for r in runtimes]
     results: dict[str, LlmResult | None] = {}
-
-    def scrub(text: str) -> str:  # the package's own path, out of MNN's messages
-        return text.replace(str(package.directory), "package")
-
+    scrub = functools.partial(_scrub, package.directory)
     for runtime in sorted(runtimes, key=lambda r: r != package.exporter):  # the exporter's own runtime first
         if "llm" not in ok[runtime].capabilities:
             results[runtime] = None
@@ -234,11 +231,16 @@ def _cell(base: dict, runtime: str, result: LlmResult | None, baseline, model: B
     failed = [f"differs from {against}: " + "; ".join(f"{d.name}: {', '.join(d.failed_checks)}"
                                                       for d in deltas if d.failed_checks)
               for against, deltas in judged if any(d.failed_checks for d in deltas)]
-    log = reply.log.replace(str(package.directory), "package")
+    log = _scrub(package.directory, reply.log)
     outcome = _charged(" and ".join(failed), log) if failed else Outcome(
         verdict=Verdict.PASS, stage="compare", note="judged against " + " and ".join(a for a, _ in judged))
     return CellRecord(**base, runtime=runtime, outcome=outcome, outputs=outputs, outputs_vs_float=vs_float,
                       load_s=reply.load_s, run_s=[reply.generate_s or 0.0], wall_s=reply.wall_s)
+
+
+def _scrub(directory: Path, text: str) -> str:
+    """The package's own path, out of MNN's messages."""
+    return text.replace(str(directory), "package")
 
 
 def _charged(difference: str, log: str) -> Outcome:

@@ -57,7 +57,8 @@ def lay_out(site: Path, run: Run, results_dir: Path | None) -> list[str]:
 def _replace_tables(site: Path, results_dir: Path, suite: str, entry: dict) -> dict:
     """Replace one suite's tables, refusing a run no newer than the published one; returns the suite's summary."""
     source, target = results_dir / SUITE_DIRS[suite], site / SUITE_DIRS[suite]
-    results = read_results(find_document(source))
+    document = find_document(source)
+    results = read_results(document)
     old = find_document(target)
     if old is not None and (previous := read_results(old).run.finished) >= results.run.finished:
         raise PublishError(f"{suite}: the run in {source} finished {results.run.finished}, not after the published "
@@ -67,7 +68,7 @@ def _replace_tables(site: Path, results_dir: Path, suite: str, entry: dict) -> d
         (target / name).unlink(missing_ok=True)
         if (source / name).is_file():
             shutil.copyfile(source / name, target / name)
-    history.keep(results, site)
+    history.keep(results, site, document)
     if (source / "diff.md").is_file():
         shutil.copyfile(source / "diff.md", site / "history" / history.diff_name(results))
     cells = results.cells
